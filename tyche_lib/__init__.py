@@ -1,0 +1,45 @@
+"""Tyche's statistics: a plain library (no Dagster) for multi-round adaptive experiments.
+
+The public surface is re-exported here; implementations live in private modules.
+"""
+
+from ._spec import (
+    Covariate,
+    ExperimentSpec,
+    Guardrail,
+    Metric,
+    SourceConfig,
+    SpecError,
+    load_spec,
+    spec_from_dict,
+)
+from ._rules import Condition, Rule
+from ._plans import PLAN_SCHEMA_VERSION, Plan, PlanError, PlanSegment, build_plan, initial_plan
+from ._seeds import derive_seed
+from ._schema import RowsError, model_frame, validate_rows
+from ._posterior_base import Posterior, Profiles
+
+__all__ = [
+    "Condition",
+    "Covariate",
+    "ExperimentSpec",
+    "Guardrail",
+    "Metric",
+    "PLAN_SCHEMA_VERSION",
+    "Plan",
+    "PlanError",
+    "PlanSegment",
+    "Posterior",
+    "Profiles",
+    "Rule",
+    "RowsError",
+    "SourceConfig",
+    "SpecError",
+    "build_plan",
+    "derive_seed",
+    "initial_plan",
+    "load_spec",
+    "model_frame",
+    "spec_from_dict",
+    "validate_rows",
+]
