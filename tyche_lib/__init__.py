@@ -18,8 +18,12 @@ from ._plans import PLAN_SCHEMA_VERSION, Plan, PlanError, PlanSegment, build_pla
 from ._seeds import derive_seed
 from ._schema import RowsError, model_frame, validate_rows
 from ._posterior_base import Posterior, Profiles
+from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior
 
 __all__ = [
+    "BinaryPosterior",
+    "ContinuousPosterior",
+    "HurdlePosterior",
     "Condition",
     "Covariate",
     "ExperimentSpec",
