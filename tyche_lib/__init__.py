@@ -16,12 +16,16 @@ from ._spec import (
 from ._rules import Condition, Rule
 from ._plans import PLAN_SCHEMA_VERSION, Plan, PlanError, PlanSegment, build_plan, initial_plan
 from ._seeds import derive_seed
+from ._assign import EXCLUDED_CELL, Assigner, Assignment
 from ._sources import LandingFolderSource, RoundSource, SqlSource, register_source, source_from_config
 from ._schema import RowsError, model_frame, validate_rows
 from ._posterior_base import Posterior, Profiles
 from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior
 
 __all__ = [
+    "Assignment",
+    "Assigner",
+    "EXCLUDED_CELL",
     "LandingFolderSource",
     "RoundSource",
     "SqlSource",

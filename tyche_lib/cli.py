@@ -1,0 +1,77 @@
+"""The ``tyche`` command line: ``tyche assign --plan plan.json --visitors visitors.csv``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ._assign import Assigner
+from ._plans import Plan
+
+__all__ = ["main"]
+
+
+def _assign(args: argparse.Namespace) -> int:
+    plan = Plan.from_json(Path(args.plan).read_text())
+    # Ids stay text: read as numbers, "007" would hash as "7".
+    visitors = pd.read_csv(args.visitors, dtype={"visitor_id": str})
+    excluded = []
+    if args.exclude:
+        excluded = [line.strip() for line in Path(args.exclude).read_text().splitlines() if line.strip()]
+    assigner = Assigner(plan, args.salt, traffic_share=args.traffic_share, excluded=excluded)
+    out = assigner.assign(visitors)
+    if args.enrolled_only:
+        out = out[out["cell"] != "excluded"]
+    if args.out:
+        out.to_csv(args.out, index=False)
+    else:
+        out.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one subcommand per task."""
+    parser = argparse.ArgumentParser(prog="tyche", description="Tyche: multi-round adaptive experiments.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    assign = commands.add_parser(
+        "assign",
+        help="assign visitors to cells and arms under a plan",
+        description="Assign each visitor of a CSV (a visitor_id column and the covariates the plan's "
+        "rules test) to a cell, segment and arm, with its assignment probability.",
+    )
+    assign.add_argument("--plan", required=True, help="plan JSON, as published by the pipeline")
+    assign.add_argument("--visitors", required=True, help="CSV with visitor_id and covariate columns")
+    assign.add_argument("--salt", default=None, help="the experiment's hashing salt (default: none)")
+    assign.add_argument(
+        "--traffic-share", type=float, default=1.0, help="share of visitors in the experiment (default 1)"
+    )
+    assign.add_argument("--exclude", default=None, help="file of visitor ids never enrolled, one per line")
+    assign.add_argument(
+        "--enrolled-only", action="store_true", help="drop visitors outside the experiment from the output"
+    )
+    assign.add_argument("--out", default=None, help="output CSV (default: standard output)")
+    assign.set_defaults(run=_assign)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tyche`` command; returns the exit status.
+
+    Bad input (a missing file, an invalid plan, a visitors file without the needed columns) prints
+    one line naming the problem to standard error and returns 2.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (OSError, ValueError) as e:  # PlanError and pandas' parse errors are ValueErrors
+        print(f"tyche {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
