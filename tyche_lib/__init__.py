@@ -21,8 +21,14 @@ from ._sources import LandingFolderSource, RoundSource, SqlSource, register_sour
 from ._schema import RowsError, model_frame, validate_rows
 from ._posterior_base import Posterior, Profiles
 from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior
+from . import simulate
+from .simulate import Scenario, simulate_round, true_contrasts
 
 __all__ = [
+    "Scenario",
+    "simulate",
+    "simulate_round",
+    "true_contrasts",
     "Assignment",
     "Assigner",
     "EXCLUDED_CELL",
