@@ -23,6 +23,8 @@ from ._posterior_base import Posterior, Profiles
 from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior
 from . import simulate
 from .simulate import Scenario, simulate_round, true_contrasts
+from ._policy import DiscoveredSegment, PolicyTree, fit_policy_tree
+from ._allocation import apply_floor, thompson_allocation
 
 __all__ = [
     "Scenario",
@@ -32,6 +34,11 @@ __all__ = [
     "Assignment",
     "Assigner",
     "EXCLUDED_CELL",
+    "DiscoveredSegment",
+    "PolicyTree",
+    "fit_policy_tree",
+    "apply_floor",
+    "thompson_allocation",
     "LandingFolderSource",
     "RoundSource",
     "SqlSource",

@@ -1,0 +1,161 @@
+"""Per-segment Thompson allocation: an arm's share is the posterior probability that it is best."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ._policy import require_observed, require_posterior, rule_masks
+
+__all__ = ["apply_floor", "thompson_allocation"]
+
+
+def _check_epsilon(epsilon: Any) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 <= epsilon <= 1.0:
+        raise ValueError(
+            f"epsilon = {epsilon!r}: must be a number in [0, 1] (the safety floor gives every arm at "
+            f"least epsilon / K; 0 turns it off)"
+        )
+    return float(epsilon)
+
+
+def apply_floor(weights: Mapping[str, float], epsilon: float) -> dict[str, float]:
+    """Raise every arm below ``epsilon / K`` to exactly ``epsilon / K``, rescaling the others.
+
+    Parameters
+    ----------
+    weights : mapping
+        ``{arm: weight}``, non-negative, summing to 1.
+    epsilon : float
+        In [0, 1]. ``K`` is the number of arms.
+
+    Returns
+    -------
+    dict
+        Same arms in the same order, summing to 1, none below ``epsilon / K``.
+
+    Raises
+    ------
+    ValueError
+        When ``epsilon`` is outside [0, 1], a weight is negative, or the weights do not sum to 1.
+
+    Notes
+    -----
+    Arms below the floor are set to it; the arms above it share the remaining mass in proportion to
+    their weights. Rescaling down can push another arm under the floor, so this repeats until no
+    arm is below it (at most ``K`` rounds: the largest arm always stays at or above ``1 / K``).
+    With every arm at or above the floor, nothing changes; ``epsilon = 0`` returns the weights.
+
+    Examples
+    --------
+    The floor here is 0.06 / 3 = 0.02: control is raised to it, which scales green down to
+    0.0196, so green is raised in a second round.
+
+    >>> apply_floor({"control": 0.0, "green": 0.02, "blue": 0.98}, 0.06)
+    {'control': 0.02, 'green': 0.02, 'blue': 0.96}
+    """
+    epsilon = _check_epsilon(epsilon)
+    arms = list(weights)
+    values = np.array([float(weights[a]) for a in arms])
+    if (values < 0).any() or not np.isfinite(values).all():
+        bad = arms[int(np.flatnonzero(~(values >= 0))[0])]
+        raise ValueError(f"weights[{bad!r}] = {weights[bad]!r}: weights must be finite and non-negative")
+    if not math.isclose(values.sum(), 1.0, abs_tol=1e-9):
+        raise ValueError(f"weights sum to {float(values.sum())!r}: they must sum to 1 (pass win frequencies)")
+    floor = epsilon / len(arms)
+    at_floor = np.zeros(len(arms), dtype=bool)
+    while True:
+        below = ~at_floor & (values < floor)
+        if not below.any():
+            break
+        at_floor |= below
+        values[at_floor] = floor
+        free = ~at_floor
+        values[free] *= (1.0 - floor * at_floor.sum()) / values[free].sum()
+    return {a: float(v) for a, v in zip(arms, values)}
+
+
+def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.02) -> dict[str, dict[str, float]]:
+    """Each segment's arm weights: the posterior probability that the arm is the segment's best.
+
+    Parameters
+    ----------
+    posterior : BinaryPosterior, ContinuousPosterior or HurdlePosterior
+    segments : sequence
+        Objects with ``.id`` and ``.rule`` (:class:`DiscoveredSegment`, :class:`PlanSegment`). A
+        segment's members are the posterior's observed rows its rule matches.
+    epsilon : float
+        Safety floor in [0, 1]: no arm below ``epsilon / K`` (see :func:`apply_floor`).
+
+    Returns
+    -------
+    dict
+        ``{segment id: {arm: weight}}``, segments in the given order, arms in the spec's order
+        (control first), each inner dict summing to 1.
+
+    Raises
+    ------
+    TypeError
+        When ``posterior`` is not one of the three posterior result types.
+    ValueError
+        When the posterior has no observed rows, ``epsilon`` is outside [0, 1], ``segments`` is
+        empty or repeats an id, or a segment's rule matches no observed row.
+    KeyError
+        When a rule tests a column the observed rows lack.
+
+    Notes
+    -----
+    Each posterior draw casts one vote per segment. The draw's treatment-minus-control contrasts
+    are averaged over the segment's members, ``c̄_t = (1/|S|) Σ_{i∈S} c_{i,t}``; the vote goes to
+    ``argmax_t c̄_t`` if that contrast is positive, and to the control otherwise (a contrast of
+    exactly 0 is not positive). An exact tie between treatments goes to the first in arm order.
+    An arm's weight is its share of the votes, then the floor is applied.
+
+    Averages come from :meth:`Posterior.mean_contrast_draws`, which works on unique covariate
+    profiles in chunks: the cost grows with the number of profiles, not of rows. Segments that
+    overlap (they do not in a plan) are averaged one at a time.
+
+    Examples
+    --------
+    >>> tree = fit_policy_tree(posterior, seed=7)  # doctest: +SKIP
+    >>> thompson_allocation(posterior, tree.segments, epsilon=0.02)  # doctest: +SKIP
+    {'s1': {'control': 0.62, 'green': 0.37, 'blue': 0.01}, 's2': {...}}
+    """
+    require_posterior(posterior)
+    epsilon = _check_epsilon(epsilon)
+    require_observed(posterior, "thompson_allocation")
+    segments = list(segments)
+    if not segments:
+        raise ValueError("segments is empty: pass at least one segment (e.g. a policy tree's segments)")
+    ids = [str(s.id) for s in segments]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"segment id {dup!r} appears more than once in segments: ids must be distinct")
+
+    masks = rule_masks([s.rule for s in segments], posterior.observed)
+    sizes = masks.sum(axis=1)
+    if (sizes == 0).any():
+        empty = segments[int(np.flatnonzero(sizes == 0)[0])]
+        raise ValueError(
+            f"segment {empty.id!r} (rule: {empty.rule}) matches no row of posterior.observed, so it has "
+            f"no members to average over; drop the segment or refit the policy tree"
+        )
+    if (masks.sum(axis=0) <= 1).all():
+        groups = np.where(masks.any(axis=0), masks.argmax(axis=0), -1)
+        means, _ = posterior.mean_contrast_draws(groups, len(segments))
+    else:
+        means = np.concatenate(
+            [posterior.mean_contrast_draws(np.where(m, 0, -1), 1)[0] for m in masks], axis=1
+        )
+
+    # means: draws × segments × treatments. Votes: arm index per draw and segment, 0 = control.
+    best = means.argmax(axis=2)
+    best_contrast = np.take_along_axis(means, best[..., None], axis=2)[..., 0]
+    votes = np.where(best_contrast > 0, best + 1, 0)
+    arms = posterior.arms
+    wins = (votes[..., None] == np.arange(len(arms))).mean(axis=0)  # segments × arms
+    return {
+        seg_id: apply_floor(dict(zip(arms, (float(w) for w in row))), epsilon) for seg_id, row in zip(ids, wins)
+    }
