@@ -16,6 +16,8 @@ from ._spec import (
 from ._rules import Condition, Rule
 from ._plans import PLAN_SCHEMA_VERSION, Plan, PlanError, PlanSegment, build_plan, initial_plan
 from ._seeds import derive_seed
+from ._viz import plot_cells, plot_effects_over_rounds, plot_policy_tree
+from ._viz import arm_colors, experiment_evolution_gif, figure_to_png_bytes, png_markdown
 from ._assign import EXCLUDED_CELL, Assigner, Assignment
 from ._sources import LandingFolderSource, RoundSource, SqlSource, register_source, source_from_config
 from ._schema import RowsError, model_frame, validate_rows
@@ -27,6 +29,13 @@ from ._policy import DiscoveredSegment, PolicyTree, fit_policy_tree
 from ._allocation import apply_floor, thompson_allocation
 
 __all__ = [
+    "arm_colors",
+    "experiment_evolution_gif",
+    "figure_to_png_bytes",
+    "png_markdown",
+    "plot_cells",
+    "plot_effects_over_rounds",
+    "plot_policy_tree",
     "Scenario",
     "simulate",
     "simulate_round",
