@@ -1,0 +1,138 @@
+"""Blocking checks on round_visitors: data quality, sample ratio, recorded assignment probabilities.
+
+A failure stops everything downstream of the round: no plan is published, the plan in force stays
+in force, and the raw rows stay stored for the investigation. Each result is also written to the
+``round_checks`` table, where the posterior looks up which rounds it may use.
+"""
+
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from tyche_lib import Plan, PlanError, quality_check, sample_ratio_check
+
+from ..ingest.assets import round_visitors
+from ..partitions import experiment_and_round, experiment_round_partitions, round_key
+from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
+from ..storage import connect, dumps, load_visitors, plan_in_force_json
+
+# Recorded probabilities are written by the serving side as floats: equal up to rounding.
+PROBABILITY_TOLERANCE = 1e-9
+SAMPLE_RATIO_ALPHA = 0.001
+EXAMPLE_ROWS = 5
+
+
+def _record(context, storage: TycheStorage, name: str, experiment_id: str, round_: int, passed: bool, message: str, details) -> None:
+    with connect(storage) as conn:
+        conn.execute("BEGIN TRANSACTION")
+        conn.execute(
+            "DELETE FROM round_checks WHERE experiment_id = ? AND round = ? AND check_name = ?",
+            [experiment_id, round_, name],
+        )
+        conn.execute(
+            "INSERT INTO round_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [experiment_id, round_, name, passed, message, dumps(details), context.run.run_id],
+        )
+        conn.execute("COMMIT")
+
+
+def _typed_rows_and_plan(storage: TycheStorage, experiment_id: str, round_: int) -> tuple[pd.DataFrame, Plan]:
+    with connect(storage) as conn:
+        rows = load_visitors(conn, experiment_id, [round_])
+        plan_json = plan_in_force_json(conn, experiment_id, round_)
+    if plan_json is None:
+        raise dg.Failure(f"no plan in force for {experiment_id} round {round_}: register the experiment first")
+    return rows, Plan.from_json(plan_json)
+
+
+def _result(context, storage, experiment_id, round_, passed, message, details, metadata=None):
+    name = context.check_specs[0].name
+    _record(context, storage, name, experiment_id, round_, passed, message, details)
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=message,
+        metadata={"message": message, **(metadata or {})},
+    )
+
+
+@dg.asset_check(
+    asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL
+)
+def round_visitors_quality(context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
+    """Schema, types, nulls, unique visitors, known arms and cells, probabilities in (0, 1], outcome ranges."""
+    experiment_id, round_ = experiment_and_round(context)
+    spec = experiments.spec(experiment_id)
+    raw = pd.read_parquet(storage.raw_rows_path(experiment_id, round_key(round_)))
+    result = quality_check(raw, spec)
+    failures = [
+        {k: (v if not isinstance(v, (pd.DataFrame, pd.Series)) else v.to_dict("records") if isinstance(v, pd.DataFrame) else v.tolist())
+         for k, v in vars(f).items()} if hasattr(f, "__dict__") else f
+        for f in result.failures
+    ]
+    return _result(
+        context, storage, experiment_id, round_, bool(result.success), result.message, failures,
+        {"failures": dg.MetadataValue.json(failures), "rows": len(raw)},
+    )
+
+
+@dg.asset_check(
+    asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL
+)
+def round_visitors_sample_ratio(context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
+    """Chi-square of visitors per cell, and of arms within each (cell, segment), against the plan in force."""
+    experiment_id, round_ = experiment_and_round(context)
+    experiments.spec(experiment_id)
+    rows, plan = _typed_rows_and_plan(storage, experiment_id, round_)
+    if rows.empty:
+        message = "rows could not be normalised (see round_visitors_quality): sample ratio not testable"
+        return _result(context, storage, experiment_id, round_, False, message, {})
+    result = sample_ratio_check(rows, plan, alpha=SAMPLE_RATIO_ALPHA)
+    tests = result.tests if isinstance(result.tests, pd.DataFrame) else pd.DataFrame(result.tests)
+    details = {"pvalue": float(result.pvalue), "statistic": float(result.statistic), "method": result.method,
+               "plan_round": plan.round}
+    return _result(
+        context, storage, experiment_id, round_, result.verdict == "pass", result.message, details,
+        {
+            "pvalue": float(result.pvalue),
+            "plan_in_force": plan.round,
+            "tests": dg.MetadataValue.md(tests.astype(str).to_markdown(index=False)) if len(tests) else "none",
+        },
+    )
+
+
+@dg.asset_check(
+    asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL
+)
+def round_visitors_probabilities(context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
+    """Recorded assignment probabilities (and segments) equal the ones the plan in force implies."""
+    experiment_id, round_ = experiment_and_round(context)
+    experiments.spec(experiment_id)
+    rows, plan = _typed_rows_and_plan(storage, experiment_id, round_)
+    if rows.empty:
+        message = "rows could not be normalised (see round_visitors_quality): probabilities not testable"
+        return _result(context, storage, experiment_id, round_, False, message, {})
+    try:
+        implied = plan.assignment_probabilities(rows)
+        segments = plan.segment_of(rows)
+    except (PlanError, KeyError) as e:
+        return _result(context, storage, experiment_id, round_, False, f"plan in force cannot route the rows: {e}", {})
+    gap = np.abs(rows["assignment_prob"].to_numpy() - implied)
+    bad = gap > PROBABILITY_TOLERANCE
+    wrong_segment = rows["segment_id"].notna().to_numpy() & (rows["segment_id"].astype(str).to_numpy() != segments.astype(str))
+    if bad.any() or wrong_segment.any():
+        examples = rows.loc[bad | wrong_segment, ["visitor_id", "cell", "segment_id", "arm", "assignment_prob"]].head(EXAMPLE_ROWS).copy()
+        examples["plan_probability"] = implied[bad | wrong_segment][:EXAMPLE_ROWS]
+        examples["plan_segment"] = segments[bad | wrong_segment][:EXAMPLE_ROWS]
+        message = (
+            f"column 'assignment_prob': {int(bad.sum())} row(s) differ from the plan in force (round {plan.round}) "
+            f"by more than {PROBABILITY_TOLERANCE}; column 'segment_id': {int(wrong_segment.sum())} row(s) differ "
+            f"from the plan's segment; largest gap {gap.max():.3g}. Record p(arm | x) from the plan that routed the visitor."
+        )
+        return _result(
+            context, storage, experiment_id, round_, False, message, examples.astype(str).to_dict("records"),
+            {"examples": dg.MetadataValue.md(examples.astype(str).to_markdown(index=False))},
+        )
+    message = f"all {len(rows)} recorded probabilities match the plan in force (round {plan.round})"
+    return _result(context, storage, experiment_id, round_, True, message, {"max_gap": float(gap.max())})
