@@ -25,10 +25,13 @@ from ._posterior_base import Posterior, Profiles
 from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior
 from . import simulate
 from .simulate import Scenario, simulate_round, true_contrasts
+from ._srm import SampleRatioResult, sample_ratio_check
 from ._policy import DiscoveredSegment, PolicyTree, fit_policy_tree
 from ._allocation import apply_floor, thompson_allocation
 
 __all__ = [
+    "SampleRatioResult",
+    "sample_ratio_check",
     "arm_colors",
     "experiment_evolution_gif",
     "figure_to_png_bytes",
