@@ -25,11 +25,16 @@ from ._posterior_base import Posterior, Profiles
 from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior
 from . import simulate
 from .simulate import Scenario, simulate_round, true_contrasts
+from ._quality import QualityFailure, QualityResult, quality_check, quality_suite
 from ._srm import SampleRatioResult, sample_ratio_check
 from ._policy import DiscoveredSegment, PolicyTree, fit_policy_tree
 from ._allocation import apply_floor, thompson_allocation
 
 __all__ = [
+    "QualityFailure",
+    "QualityResult",
+    "quality_check",
+    "quality_suite",
     "SampleRatioResult",
     "sample_ratio_check",
     "arm_colors",
