@@ -17,6 +17,7 @@ from ._rules import Condition, Rule
 from ._plans import PLAN_SCHEMA_VERSION, Plan, PlanError, PlanSegment, build_plan, initial_plan
 from ._seeds import derive_seed
 from ._viz import plot_cells, plot_effects_over_rounds, plot_policy_tree
+from ._sample_size import AdaptiveSampleSizeResult, SampleSizeResult, plan_adaptive_sample_size, plan_sample_size
 from ._viz import arm_colors, experiment_evolution_gif, figure_to_png_bytes, png_markdown
 from ._assign import EXCLUDED_CELL, Assigner, Assignment
 from ._sources import LandingFolderSource, RoundSource, SqlSource, register_source, source_from_config
@@ -31,6 +32,10 @@ from ._policy import DiscoveredSegment, PolicyTree, fit_policy_tree
 from ._allocation import apply_floor, thompson_allocation
 
 __all__ = [
+    "AdaptiveSampleSizeResult",
+    "SampleSizeResult",
+    "plan_adaptive_sample_size",
+    "plan_sample_size",
     "QualityFailure",
     "QualityResult",
     "quality_check",
