@@ -8,6 +8,7 @@ from io import StringIO
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats
 
 from tyche_lib import Assigner, Condition, Plan, PlanError, PlanSegment, Rule
@@ -190,3 +191,23 @@ def test_bad_input_names_the_field(visitors):
     gap = Plan.from_dict({**_plan().to_dict(), "segments": _plan().to_dict()["segments"][:1]})
     with pytest.raises(PlanError, match="no segment"):
         Assigner(gap).assign(visitors.iloc[:100])
+
+
+def test_cli_takes_salt_and_traffic_share_from_the_spec(tmp_path, visitors):
+    spec = {
+        "id": "checkout", "arms": list(ARMS), "covariates": {"device": "categorical"},
+        "metrics": {"primary": {"name": "converted", "family": "binary"}},
+        "salt": "from-spec", "traffic_share": 0.5,
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "plan.json").write_text(_plan().to_json())
+    visitors.iloc[:3000].to_csv(tmp_path / "visitors.csv", index=False)
+    args = ["assign", "--plan", str(tmp_path / "plan.json"), "--visitors", str(tmp_path / "visitors.csv")]
+    assert main([*args, "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out.csv")]) == 0
+    out = pd.read_csv(tmp_path / "out.csv", dtype={"visitor_id": str})
+    expected = Assigner(_plan(), salt="from-spec", traffic_share=0.5).assign(visitors.iloc[:3000])
+    assert out["cell"].tolist() == expected["cell"].tolist()
+    assert out["arm"].fillna("").tolist() == expected["arm"].fillna("").tolist()
+    other = {**spec, "id": "pricing"}
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    assert main([*args, "--spec", str(tmp_path / "other.yaml"), "--out", str(tmp_path / "o.csv")]) == 2

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ._assign import Assigner
 from ._plans import Plan
+from ._spec import load_spec
 
 __all__ = ["main"]
 
@@ -22,7 +23,15 @@ def _assign(args: argparse.Namespace) -> int:
     excluded = []
     if args.exclude:
         excluded = [line.strip() for line in Path(args.exclude).read_text().splitlines() if line.strip()]
-    assigner = Assigner(plan, args.salt, traffic_share=args.traffic_share, excluded=excluded)
+    salt, traffic_share = args.salt, args.traffic_share
+    if args.spec:
+        spec = load_spec(args.spec)
+        if spec.id != plan.experiment_id:
+            raise ValueError(f"--spec is experiment {spec.id!r} but --plan is for {plan.experiment_id!r}: pass matching files")
+        salt = spec.salt if salt is None else salt
+        traffic_share = spec.traffic_share if traffic_share is None else traffic_share
+    traffic_share = 1.0 if traffic_share is None else traffic_share
+    assigner = Assigner(plan, salt, traffic_share=traffic_share, excluded=excluded)
     out = assigner.assign(visitors)
     if args.enrolled_only:
         out = out[out["cell"] != "excluded"]
@@ -46,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     assign.add_argument("--plan", required=True, help="plan JSON, as published by the pipeline")
     assign.add_argument("--visitors", required=True, help="CSV with visitor_id and covariate columns")
-    assign.add_argument("--salt", default=None, help="the experiment's hashing salt (default: none)")
+    assign.add_argument("--spec", default=None, help="experiment spec YAML: supplies the salt and traffic share")
+    assign.add_argument("--salt", default=None, help="hashing salt (default: the spec's, else none)")
     assign.add_argument(
-        "--traffic-share", type=float, default=1.0, help="share of visitors in the experiment (default 1)"
+        "--traffic-share", type=float, default=None,
+        help="share of visitors in the experiment (default: the spec's, else 1)",
     )
     assign.add_argument("--exclude", default=None, help="file of visitor ids never enrolled, one per line")
     assign.add_argument(
