@@ -30,6 +30,28 @@ from ._quality import QualityFailure, QualityResult, quality_check, quality_suit
 from ._srm import SampleRatioResult, sample_ratio_check
 from ._policy import DiscoveredSegment, PolicyTree, fit_policy_tree
 from ._allocation import apply_floor, thompson_allocation
+from ._inference import (
+    CupedResult,
+    MetricsResult,
+    MsprtResult,
+    analyze_metrics,
+    cuped,
+    cuped_outcome_model,
+    mad_confidence_path,
+    mad_confidence_sequence,
+    msprt,
+    outcome_predictions,
+)
+from ._decisions import (
+    Decision,
+    DecisionQuantities,
+    Recommendation,
+    RoundValue,
+    decision_quantities,
+    expected_value_of_one_more_round,
+    graduation,
+    recommend,
+)
 
 __all__ = [
     "AdaptiveSampleSizeResult",
@@ -61,6 +83,24 @@ __all__ = [
     "fit_policy_tree",
     "apply_floor",
     "thompson_allocation",
+    "CupedResult",
+    "MetricsResult",
+    "MsprtResult",
+    "analyze_metrics",
+    "cuped",
+    "cuped_outcome_model",
+    "mad_confidence_path",
+    "mad_confidence_sequence",
+    "msprt",
+    "outcome_predictions",
+    "Decision",
+    "DecisionQuantities",
+    "Recommendation",
+    "RoundValue",
+    "decision_quantities",
+    "expected_value_of_one_more_round",
+    "graduation",
+    "recommend",
     "LandingFolderSource",
     "RoundSource",
     "SqlSource",
