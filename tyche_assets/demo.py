@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(root / "dagster.yaml", home / "dagster.yaml")
     defs = build_definitions(str(root))
     storage, experiments = defs.resources["storage"], defs.resources["experiments"]
-    job = defs.get_job_def("round_job")
+    job = defs.resolve_job_def("round_job")
     scenario = simulate.segment_flip()
     _reset(root, storage)
 
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                 published = conn.execute(
                     "SELECT plan_json FROM plans WHERE experiment_id = ? AND governs_round = ?",
                     [DEMO_EXPERIMENT, round_ + 1],
-                ).fetchone()
-            plan_next = Plan.from_json(published[0]) if published else None
+                ).fetchall()[:1]
+            plan_next = Plan.from_json(published[0][0]) if published else None
             print(_summary(round_, rows, plan_next, checks, scenario, seconds), flush=True)
     print(
         f"\nDone in {time.perf_counter() - started:.0f} s. Plans: {root / 'plans' / DEMO_EXPERIMENT}; "

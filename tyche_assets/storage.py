@@ -81,7 +81,7 @@ def connect(storage: TycheStorage) -> Iterator[duckdb.DuckDBPyConnection]:
 
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(
-        conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]
+        conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]
     )
 
 
@@ -146,8 +146,8 @@ def plan_in_force_json(conn: duckdb.DuckDBPyConnection, experiment_id: str, roun
         """SELECT plan_json FROM plans WHERE experiment_id = ? AND governs_round <= ?
            ORDER BY governs_round DESC LIMIT 1""",
         [experiment_id, int(round)],
-    ).fetchone()
-    return row[0] if row else None
+    ).fetchall()[:1]
+    return row[0][0] if row else None
 
 
 def dumps(obj) -> str:

@@ -351,7 +351,8 @@ def fit_policy_tree(posterior, max_depth: int = 2, min_segment_share: float = 0.
     if spec.covariates and len(counts) > 1:
         design, features = _design(profiles.frame, spec.covariates)
         cart = DecisionTreeRegressor(
-            max_depth=int(max_depth), min_weight_fraction_leaf=float(min_segment_share), random_state=seed
+            max_depth=int(max_depth), min_weight_fraction_leaf=float(min_segment_share),
+            random_state=int(seed) % 2**32,  # scikit-learn takes 32-bit seeds; derive_seed gives 63 bits
         ).fit(design, contrasts, sample_weight=counts)
         nodes = cart.tree_
 

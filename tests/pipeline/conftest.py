@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -57,8 +57,9 @@ class Project:
             return Plan.from_json(plan_in_force_json(conn, experiment_id, round_))
 
     def simulate(self, experiment_id: str, round_: int, n: int, scenario=None) -> pd.DataFrame:
-        scenario = scenario or simulate.segment_flip()
         plan = self.plan_in_force(experiment_id, round_)
+        # segment_flip's truth is per arm name: an experiment with fewer arms uses a subset.
+        scenario = scenario or replace(simulate.segment_flip(), arms=plan.arms)
         return simulate.simulate_round(scenario, plan, n, round_, rng=derive_seed(experiment_id, round_, "test-traffic"))
 
     def land(self, experiment_id: str, round_: int, rows: pd.DataFrame, fmt: str = "parquet") -> Path:
@@ -72,7 +73,7 @@ class Project:
 
     def run_round(self, experiment_id: str, round_: int) -> dg.ExecuteInProcessResult:
         register_partitions(self.instance, experiment_id, [round_])
-        return self.defs.get_job_def("round_job").execute_in_process(
+        return self.defs.resolve_job_def("round_job").execute_in_process(
             partition_key=partition_key(experiment_id, round_), instance=self.instance, raise_on_error=False
         )
 

@@ -82,7 +82,7 @@ def test_bad_round_fails_its_check_and_publishes_nothing(project, corrupt, faili
 
     plan = project.plan_in_force("flip", 1)
     rows = corrupt(project.simulate("flip", 1, 5_000).copy(), plan)
-    project.land("flip", 1, rows)
+    project.land("flip", 1, rows, fmt="csv")  # CSV: a column can hold any mix of text and numbers
     result = project.run_round("flip", 1)
 
     assert not result.success

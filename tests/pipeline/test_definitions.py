@@ -48,7 +48,7 @@ def test_round_job_sensors_schedules(tmp_path):
     )
     (tmp_path / "experiments" / "broken.yaml").write_text("id: broken\narms: [a]\nmetrics: {primary: {name: y, family: binary}}\n")
     defs = build_definitions(str(tmp_path))
-    assert defs.get_job_def("round_job").partitions_def == experiment_round_partitions
+    assert defs.resolve_job_def("round_job").partitions_def == experiment_round_partitions
     assert {s.name for s in defs.sensors} == {"landing_sensor", "experiment_specs_sensor"}
     # The broken spec is reported, not fatal: the valid experiment still gets its schedule.
     schedules = {s.name: s for s in defs.schedules}

@@ -43,6 +43,6 @@ def ensure_initial_plan(conn: duckdb.DuckDBPyConnection, storage: TycheStorage, 
     """Publish ``initial_plan(spec)`` for round 1 unless the experiment already has a round-1 plan."""
     exists = conn.execute(
         "SELECT count(*) FROM plans WHERE experiment_id = ? AND governs_round = 1", [spec.id]
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not exists:
         publish_plan(conn, storage, initial_plan(spec), produced_by_round=0, run_id="registration")

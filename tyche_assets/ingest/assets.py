@@ -68,7 +68,7 @@ def round_visitors(context: dg.AssetExecutionContext, storage: TycheStorage, exp
             if "assigned_at" in typed.columns:
                 typed["assigned_at"] = pd.to_datetime(typed["assigned_at"], utc=True)
             replace_partition(conn, table, experiment_id, round_, typed)
-        elif conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0]:
+        elif conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]:
             # Earlier typed rows of this round no longer describe what was received.
             replace_partition(conn, table, experiment_id, round_, pd.DataFrame())
         replace_partition(

@@ -28,10 +28,10 @@ def load_posterior(storage: TycheStorage, spec: ExperimentSpec, experiment_id: s
     with connect(storage) as conn:
         row = conn.execute(
             "SELECT rounds_used FROM posterior_fits WHERE experiment_id = ? AND round = ?", [experiment_id, round_]
-        ).fetchone()
-        if row is None:
+        ).fetchall()[:1]
+        if not row:
             raise dg.Failure(f"no posterior stored for {experiment_id} round {round_}: materialise 'posterior' first")
-        rows = load_visitors(conn, experiment_id, [int(r) for r in row[0].split(",")])
+        rows = load_visitors(conn, experiment_id, [int(r) for r in row[0][0].split(",")])
     path = storage.posterior_path(experiment_id, round_key(round_))
     return _RESULT_TYPES[spec.primary.family].from_netcdf(path, rows, spec)
 

@@ -129,7 +129,7 @@ def _data_versions(conn, experiment_id: str, round_: int) -> dict:
         "SELECT rounds_used, data_version, seed, method, n_rows, draws, family FROM posterior_fits "
         "WHERE experiment_id = ? AND round = ?",
         [experiment_id, round_],
-    ).fetchone()
+    ).fetchall()[0]
     rounds_used = [int(r) for r in fit[0].split(",")]
     per_round = conn.execute(
         "SELECT round, data_version, n_rows FROM round_data WHERE experiment_id = ? AND list_contains(?, round) ORDER BY round",
@@ -137,10 +137,10 @@ def _data_versions(conn, experiment_id: str, round_: int) -> dict:
     ).fetchall()
     tree_version = conn.execute(
         "SELECT any_value(data_version) FROM segments WHERE experiment_id = ? AND round = ?", [experiment_id, round_]
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     alloc_version = conn.execute(
         "SELECT any_value(data_version) FROM allocations WHERE experiment_id = ? AND round = ?", [experiment_id, round_]
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     summary = conn.execute(
         "SELECT parameter, mean, sd FROM posterior_summaries WHERE experiment_id = ? AND round = ? ORDER BY parameter",
         [experiment_id, round_],

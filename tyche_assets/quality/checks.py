@@ -66,15 +66,13 @@ def round_visitors_quality(context: dg.AssetCheckExecutionContext, storage: Tych
     spec = experiments.spec(experiment_id)
     raw = pd.read_parquet(storage.raw_rows_path(experiment_id, round_key(round_)))
     result = quality_check(raw, spec)
-    failures = [
-        {k: (v if not isinstance(v, (pd.DataFrame, pd.Series)) else v.to_dict("records") if isinstance(v, pd.DataFrame) else v.tolist())
-         for k, v in vars(f).items()} if hasattr(f, "__dict__") else f
-        for f in result.failures
-    ]
-    return _result(
-        context, storage, experiment_id, round_, bool(result.success), result.message, failures,
-        {"failures": dg.MetadataValue.json(failures), "rows": len(raw)},
-    )
+    failures = result.failures_frame()
+    details = failures.astype(str).to_dict("records")
+    metadata = {"rows": len(raw), "statistics": dg.MetadataValue.json(
+        {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.statistics.items()})}
+    if len(failures):
+        metadata["failures"] = dg.MetadataValue.md(failures.astype(str).to_markdown(index=False))
+    return _result(context, storage, experiment_id, round_, bool(result.success), result.message, details, metadata)
 
 
 @dg.asset_check(
