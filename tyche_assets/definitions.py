@@ -12,6 +12,7 @@ from .ingest.sensors import landing_sensor, round_schedules
 from .jobs import round_job
 from .model.assets import posterior
 from .policy.assets import allocation, policy_tree, round_plan
+from .report.assets import round_report
 from .quality.checks import round_visitors_probabilities, round_visitors_quality, round_visitors_sample_ratio
 from .resources import default_resources
 
@@ -26,7 +27,7 @@ def build_definitions(root: str | None = None) -> dg.Definitions:
         # Reported, not raised: one bad spec must not take down the other experiments.
         log.error("invalid experiment spec %s: %s", file, err)
     return dg.Definitions(
-        assets=[round_visitors, posterior, policy_tree, allocation, round_plan],
+        assets=[round_visitors, posterior, policy_tree, allocation, round_plan, round_report],
         asset_checks=[round_visitors_quality, round_visitors_sample_ratio, round_visitors_probabilities],
         jobs=[round_job],
         sensors=[landing_sensor, experiment_specs_sensor],

@@ -11,14 +11,15 @@ landing sensor and materialised by ``round_job`` on a persistent SQLite Dagster 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from tyche_lib import Plan, derive_seed, simulate
@@ -26,10 +27,11 @@ from tyche_lib import Plan, derive_seed, simulate
 from .definitions import build_definitions
 from .experiments.sensors import register_experiments
 from .ingest.sensors import landing_sensor
-from .partitions import round_key
 from .storage import connect, plan_in_force_json, purge_experiment
 
 DEMO_EXPERIMENT = "segment_flip_demo"
+# The per-step event log goes to the Dagster instance (see `make dev`); the console gets the summary.
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _reset(root: Path, storage) -> None:
@@ -62,6 +64,8 @@ def _summary(round_: int, rows: pd.DataFrame, plan_next: Plan | None, checks: pd
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("pymc").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*BLAS.*")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--visitors", type=int, default=20_000)
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             for run in result.run_requests:
                 job.execute_in_process(
-                    partition_key=run.partition_key, instance=instance, tags=run.tags, raise_on_error=False
+                    partition_key=run.partition_key, instance=instance, tags=run.tags, raise_on_error=False,
+                    run_config=QUIET_RUN,
                 )
             seconds = time.perf_counter() - t0
             with connect(storage) as conn:

@@ -51,6 +51,10 @@ TABLES = {
         CREATE TABLE IF NOT EXISTS plans (
             experiment_id VARCHAR, round INTEGER, governs_round INTEGER, plan_json VARCHAR,
             data_version VARCHAR, run_id VARCHAR)""",
+    "decision_quantities": """
+        CREATE TABLE IF NOT EXISTS decision_quantities (
+            experiment_id VARCHAR, round INTEGER, segment VARCHAR, arm VARCHAR, prob_best DOUBLE,
+            expected_loss DOUBLE, prob_worse DOUBLE, mean_effect DOUBLE, size BIGINT)""",
     "reports": """
         CREATE TABLE IF NOT EXISTS reports (
             experiment_id VARCHAR, round INTEGER, recommendation VARCHAR, report_json VARCHAR,

@@ -18,6 +18,7 @@ __all__ = [
     "Metric",
     "Guardrail",
     "SourceConfig",
+    "DecisionSettings",
     "ExperimentSpec",
     "load_spec",
     "spec_from_dict",
@@ -123,6 +124,38 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class DecisionSettings:
+    """How a round report measures and decides (YAML block ``decision:``).
+
+    Attributes
+    ----------
+    planned_visitors : int
+        Expected total visitors, fixed before the experiment starts: the ``t_star`` at which the
+        anytime-valid confidence sequences are tightest.
+    alpha : float
+        Level of the confidence sequences (default 0.05).
+    fdr : float
+        Benjamini–Hochberg false discovery rate across metrics × treatments (default 0.05).
+    loss_threshold : float
+        Largest expected loss per visitor (outcome scale) accepted when shipping.
+    prob_best : float
+        Smallest P(best) of the arm to ship.
+    sustained_rounds : int
+        Rounds in a row the ship criteria must hold.
+    stop_prob : float
+        A treatment with P(worse than control) at least this, overall and in every segment, is stopped.
+    """
+
+    planned_visitors: int = 100_000
+    alpha: float = 0.05
+    fdr: float = 0.05
+    loss_threshold: float = 0.001
+    prob_best: float = 0.95
+    sustained_rounds: int = 3
+    stop_prob: float = 0.95
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     """Everything Tyche needs to know about one experiment.
 
@@ -172,6 +205,7 @@ class ExperimentSpec:
     end_date: _dt.date | None = None
     pre_period: str | None = None
     description: str = ""
+    decision: DecisionSettings = field(default_factory=DecisionSettings)
 
     @property
     def control(self) -> str:
@@ -308,7 +342,7 @@ def _date(value: Any, field_: str) -> _dt.date | None:
 _TOP_LEVEL = {
     "id", "arms", "covariates", "metrics", "cells", "epsilon", "tree", "posterior", "source",
     "schedule", "traffic_share", "audience", "layer", "salt", "owner", "status", "start_date",
-    "end_date", "pre_period", "description",
+    "end_date", "pre_period", "description", "decision",
 }
 STATUSES = ("draft", "running", "paused", "stopped", "shipped")
 
@@ -420,7 +454,9 @@ def _spec_from_dict(d: Mapping[str, Any]) -> ExperimentSpec:
     pre = d.get("pre_period")
     if pre is not None and (not isinstance(pre, str) or not pre.isidentifier()):
         raise SpecError("pre_period", pre, "must name a numeric column of pre-period values")
+    decision = _decision(d.get("decision") or {})
     return ExperimentSpec(
+        decision=decision,
         id=exp_id, arms=arms, covariates=covariates, primary=primary, guardrails=guardrails,
         secondary=secondary, min_control_weight=w_c, min_explore_weight=w_e, epsilon=epsilon,
         max_depth=max_depth, min_segment_share=min_share, draws=draws, tune=tune, chains=chains,
@@ -428,6 +464,25 @@ def _spec_from_dict(d: Mapping[str, Any]) -> ExperimentSpec:
         layer=d.get("layer"), salt=str(d["salt"]) if d.get("salt") is not None else None,
         owner=d.get("owner"), status=status, start_date=start, end_date=end, pre_period=pre,
         description=str(d.get("description", "")),
+    )
+
+
+def _decision(d: Any) -> DecisionSettings:
+    if not isinstance(d, Mapping):
+        raise SpecError("decision", d, "a mapping of decision settings")
+    unknown = set(d) - set(DecisionSettings.__dataclass_fields__)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise SpecError(f"decision.{key}", d[key], f"unknown field; allowed: {sorted(DecisionSettings.__dataclass_fields__)}")
+    defaults = DecisionSettings()
+    return DecisionSettings(
+        planned_visitors=_number(d.get("planned_visitors", defaults.planned_visitors), "decision.planned_visitors", 1, 10**12, integer=True),
+        alpha=float(_number(d.get("alpha", defaults.alpha), "decision.alpha", 1e-9, 0.5)),
+        fdr=float(_number(d.get("fdr", defaults.fdr), "decision.fdr", 1e-9, 0.5)),
+        loss_threshold=float(_number(d.get("loss_threshold", defaults.loss_threshold), "decision.loss_threshold", 0.0, 1e300)),
+        prob_best=float(_number(d.get("prob_best", defaults.prob_best), "decision.prob_best", 0.0, 1.0)),
+        sustained_rounds=_number(d.get("sustained_rounds", defaults.sustained_rounds), "decision.sustained_rounds", 1, 1000, integer=True),
+        stop_prob=float(_number(d.get("stop_prob", defaults.stop_prob), "decision.stop_prob", 0.0, 1.0)),
     )
 
 

@@ -1,5 +1,7 @@
 """Bad rounds fail the right blocking check, publish no plan, and lose nothing already stored."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -99,6 +101,9 @@ def test_bad_round_fails_its_check_and_publishes_nothing(project, corrupt, faili
     assert project.plan_in_force("flip", 2).round == 1
     pd.testing.assert_frame_equal(project.query("SELECT * FROM plans ORDER BY experiment_id, governs_round"), plans_before)
     pd.testing.assert_frame_equal(project.query("SELECT * FROM visitors_other ORDER BY visitor_id"), other_before)
+    if failing_check == "round_visitors_sample_ratio":
+        report = json.loads((project.root / "reports" / "flip" / "r001.json").read_text())
+        assert report["recommendation"]["decision"] == "HALT" and report["effects"] == []
     # The raw rows stay stored for the investigation.
     raw = pd.read_parquet(project.root / "storage" / "raw" / "flip" / "r001.parquet")
     assert len(raw) == len(rows)

@@ -7,13 +7,14 @@ import dagster as dg
 from tyche_assets.definitions import build_definitions
 from tyche_assets.partitions import experiment_round_partitions
 
-ROUND_ASSETS = {"round_visitors", "posterior", "policy_tree", "allocation", "round_plan"}
+ROUND_ASSETS = {"round_visitors", "posterior", "policy_tree", "allocation", "round_plan", "round_report"}
 BLOCKING_CHECKS = {"round_visitors_quality", "round_visitors_sample_ratio", "round_visitors_probabilities"}
 UPSTREAM = {
     "posterior": {"round_visitors"},
     "policy_tree": {"posterior"},
     "allocation": {"policy_tree"},
     "round_plan": {"allocation"},
+    "round_report": {"policy_tree"},
 }
 
 

@@ -32,6 +32,14 @@ def test_three_rounds_concentrate_on_the_true_best_arm(project):
         assert plan.round == round_ + 1
         stored = project.query("SELECT plan_json FROM plans WHERE experiment_id = 'flip' AND governs_round = ?", [round_ + 1])
         assert stored["plan_json"].iloc[0] == text
+        report = json.loads((project.root / "reports" / "flip" / f"r{round_:03d}.json").read_text())
+        assert report["recommendation"]["decision"] in {"CONTINUE", "SHIP", "STOP"}
+        assert report["recommendation"]["reasons"]
+        primary = [e for e in report["effects"] if e["role"] == "primary"]
+        assert sorted(e["arm"] for e in primary) == ["flat", "flip", "mild"]
+        assert all(e["lower"] is None or e["lower"] <= e["estimate"] <= e["upper"] for e in primary)
+        assert {e["segment_id"] for e in report["segment_effects"]} == set(plan.segment_ids)
+        assert [g["metric"] for g in report["guardrails"]] == ["latency_ms"] * 3
 
     # Optimized traffic that lands on each visitor's true best arm, under the last plan versus uniform (1/4).
     rows = project.simulate("flip", 4, 20_000)

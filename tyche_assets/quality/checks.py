@@ -13,6 +13,7 @@ import pandas as pd
 from tyche_lib import Plan, PlanError, quality_check, sample_ratio_check
 
 from ..ingest.assets import round_visitors
+from ..report.assets import write_halt_report
 from ..partitions import experiment_and_round, experiment_round_partitions, round_key
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
 from ..storage import connect, dumps, load_visitors, plan_in_force_json
@@ -90,8 +91,10 @@ def round_visitors_sample_ratio(context: dg.AssetCheckExecutionContext, storage:
     tests = result.tests if isinstance(result.tests, pd.DataFrame) else pd.DataFrame(result.tests)
     details = {"pvalue": float(result.pvalue), "statistic": float(result.statistic), "method": result.method,
                "plan_round": plan.round}
+    if not result.passed:
+        write_halt_report(storage, experiment_id, round_, result.message, context.run.run_id)
     return _result(
-        context, storage, experiment_id, round_, result.verdict == "pass", result.message, details,
+        context, storage, experiment_id, round_, result.passed, result.message, details,
         {
             "pvalue": float(result.pvalue),
             "plan_in_force": plan.round,
