@@ -20,7 +20,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 dev: $(STAMP)
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/dagster_home} $(VENV)/bin/dagster dev -w workspace.yaml
+	mkdir -p dagster_home && cp -n dagster.yaml dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/dagster_home $(VENV)/bin/dagster dev -w workspace.yaml
 
 clean:
 	rm -rf $(VENV) data dagster_home landing plans reports storage
