@@ -1,7 +1,6 @@
 """Round rows: normalisation and errors that name the column, the value and the fix."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tyche_lib import RowsError, initial_plan, model_frame, simulate, validate_rows

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tyche_lib import Plan
 
 
 def _missing_column(rows, plan):

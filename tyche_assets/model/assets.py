@@ -12,7 +12,7 @@ from ..ingest.assets import round_visitors
 from ..lineage import array_version
 from ..partitions import experiment_and_round, experiment_round_partitions, round_key
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, dumps, load_visitors, passed_rounds, replace_partition
+from ..storage import connect, load_visitors, passed_rounds, replace_partition
 
 _RESULT_TYPES = {"binary": BinaryPosterior, "continuous": ContinuousPosterior, "hurdle": HurdlePosterior}
 
