@@ -23,7 +23,8 @@ from ._assign import EXCLUDED_CELL, Assigner, Assignment
 from ._sources import LandingFolderSource, RoundSource, SqlSource, register_source, source_from_config
 from ._schema import RowsError, model_frame, validate_rows
 from ._posterior_base import Posterior, Profiles
-from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior
+from ._model import CovariateCoding, ModelDescription, describe_model
+from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior, PosteriorSummary, fit_posterior
 from . import simulate
 from .simulate import Scenario, simulate_round, true_contrasts
 from ._quality import QualityFailure, QualityResult, quality_check, quality_suite
@@ -109,6 +110,11 @@ __all__ = [
     "BinaryPosterior",
     "ContinuousPosterior",
     "HurdlePosterior",
+    "PosteriorSummary",
+    "fit_posterior",
+    "CovariateCoding",
+    "ModelDescription",
+    "describe_model",
     "Condition",
     "Covariate",
     "ExperimentSpec",
