@@ -6,6 +6,7 @@ import logging
 
 import dagster as dg
 
+from .experiments.registry import experiment_registry, experiment_registry_conflicts
 from .experiments.sensors import experiment_specs_sensor
 from .ingest.assets import round_visitors
 from .ingest.sensors import landing_sensor, round_schedules
@@ -27,8 +28,11 @@ def build_definitions(root: str | None = None) -> dg.Definitions:
         # Reported, not raised: one bad spec must not take down the other experiments.
         log.error("invalid experiment spec %s: %s", file, err)
     return dg.Definitions(
-        assets=[round_visitors, posterior, policy_tree, allocation, round_plan, round_report],
-        asset_checks=[round_visitors_quality, round_visitors_sample_ratio, round_visitors_probabilities],
+        assets=[round_visitors, posterior, policy_tree, allocation, round_plan, round_report, experiment_registry],
+        asset_checks=[
+            round_visitors_quality, round_visitors_sample_ratio, round_visitors_probabilities,
+            experiment_registry_conflicts,
+        ],
         jobs=[round_job],
         sensors=[landing_sensor, experiment_specs_sensor],
         schedules=round_schedules(resources["experiments"]),

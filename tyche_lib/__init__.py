@@ -16,6 +16,7 @@ from ._spec import (
 from ._rules import Condition, Rule
 from ._plans import PLAN_SCHEMA_VERSION, Plan, PlanError, PlanSegment, build_plan, initial_plan
 from ._seeds import derive_seed
+from ._registry import Conflict, RegistryEntry, find_conflicts
 from ._viz import plot_cells, plot_effects_over_rounds, plot_policy_tree
 from ._sample_size import AdaptiveSampleSizeResult, SampleSizeResult, plan_adaptive_sample_size, plan_sample_size
 from ._viz import arm_colors, experiment_evolution_gif, figure_to_png_bytes, png_markdown
@@ -55,6 +56,9 @@ from ._decisions import (
 )
 
 __all__ = [
+    "Conflict",
+    "RegistryEntry",
+    "find_conflicts",
     "AdaptiveSampleSizeResult",
     "SampleSizeResult",
     "plan_adaptive_sample_size",
