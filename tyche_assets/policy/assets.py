@@ -1,15 +1,18 @@
 """policy_tree → allocation → round_plan: segments, per-segment Thompson allocation, the published plan."""
 
 
+import base64
 import json
 
 import dagster as dg
 import pandas as pd
 
 from tyche_lib import (
+    Plan,
     PolicyTree,
     build_plan,
     derive_seed,
+    experiment_evolution_gif,
     fit_policy_tree,
     plot_cells,
     plot_policy_tree,
@@ -200,6 +203,13 @@ def round_plan(context: dg.AssetExecutionContext, storage: TycheStorage, experim
         plan_file.with_suffix(".run.json"),
         json.dumps({"run_id": run_id, "plan_data_version": version, "plan_file": plan_file.name}, indent=2) + "\n",
     )
+    with connect(storage) as conn:
+        history = conn.execute(
+            "SELECT plan_json FROM plans WHERE experiment_id = ? ORDER BY governs_round", [experiment_id]
+        ).fetchall()
+    # All plans published so far, one frame each; plans from before a change of arms cannot share the frames.
+    frames = [p for p in (Plan.from_json(text) for (text,) in history) if p.arms == plan.arms]
+    evolution = experiment_evolution_gif(frames, storage.path("plans", experiment_id, "evolution.gif"))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
@@ -215,5 +225,9 @@ def round_plan(context: dg.AssetExecutionContext, storage: TycheStorage, experim
             ),
             "cells_and_allocation": dg.MetadataValue.md(png_markdown(plot_cells(plan))),
             "policy_tree": dg.MetadataValue.md(png_markdown(plot_policy_tree(plan))),
+            "evolution_gif": dg.MetadataValue.path(str(evolution)),
+            "evolution": dg.MetadataValue.md(
+                f"![evolution of {experiment_id}](data:image/gif;base64,{base64.b64encode(evolution.read_bytes()).decode()})"
+            ),
         },
     )
