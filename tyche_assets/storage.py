@@ -18,6 +18,7 @@ from typing import Iterator
 import duckdb
 import pandas as pd
 
+from .partitions import rounds_up_to
 from .resources import TycheStorage
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -127,9 +128,9 @@ def write_text_atomic(path: Path, text: str) -> None:
 def passed_rounds(conn: duckdb.DuckDBPyConnection, experiment_id: str, up_to: int) -> list[int]:
     """Rounds <= ``up_to`` whose every blocking check passed: the data a posterior may use."""
     rows = conn.execute(
-        """SELECT round FROM round_checks WHERE experiment_id = ? AND round <= ?
+        """SELECT round FROM round_checks WHERE experiment_id = ? AND list_contains(?, round)
            GROUP BY round HAVING bool_and(passed) ORDER BY round""",
-        [experiment_id, int(up_to)],
+        [experiment_id, rounds_up_to(up_to)],
     ).fetchall()
     return [int(r[0]) for r in rows]
 

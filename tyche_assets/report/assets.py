@@ -28,7 +28,7 @@ from tyche_lib import (
 )
 
 from ..model.assets import load_posterior
-from ..partitions import experiment_and_round, experiment_round_partitions, round_key
+from ..partitions import experiment_and_round, experiment_round_partitions, previous_round, round_key, rounds_up_to
 from ..policy.assets import load_tree, policy_tree
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
 from ..storage import connect, load_visitors, replace_partition, write_text_atomic
@@ -91,10 +91,14 @@ def _effects_table(experiment_id: str, round_: int, effects: pd.DataFrame) -> pd
 
 
 def _history(storage: TycheStorage, experiment_id: str, round_: int) -> list[DecisionQuantities]:
+    """Decision quantities of the rounds before ``round_``, oldest first."""
+    before = previous_round(round_)
+    if before is None:
+        return []
     with connect(storage) as conn:
         frame = conn.execute(
-            "SELECT * FROM decision_quantities WHERE experiment_id = ? AND round < ? ORDER BY round",
-            [experiment_id, round_],
+            "SELECT * FROM decision_quantities WHERE experiment_id = ? AND list_contains(?, round) ORDER BY round",
+            [experiment_id, rounds_up_to(before)],
         ).df()
     return [DecisionQuantities.from_frame(g.drop(columns=["experiment_id"])) for _, g in frame.groupby("round", sort=True)]
 
