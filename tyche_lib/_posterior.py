@@ -211,7 +211,9 @@ class _BambiPosterior(Posterior):
         import arviz as az
 
         idata = az.from_netcdf(str(path))
-        idata.posterior.load()
+        # Read everything now: the file may be replaced by the next fit while this result lives.
+        for group in idata.groups():
+            idata[group].load()
         raw = idata.posterior.attrs.get(MODEL_INFO_ATTR)
         if raw is None:
             raise ValueError(f"{path}: no '{MODEL_INFO_ATTR}' attribute; not a posterior saved by Tyche")
