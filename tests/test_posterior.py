@@ -4,7 +4,6 @@ import hashlib
 
 import arviz as az
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.special import expit
 
@@ -16,13 +15,18 @@ from tyche_lib import (
     describe_model,
     fit_posterior,
     initial_plan,
-    spec_from_dict,
 )
-from tyche_lib.simulate import continuous, hurdle_revenue, segment_flip, simulate_round, true_contrasts
+from tyche_lib.simulate import (
+    continuous,
+    hurdle_revenue,
+    segment_flip,
+    simulate_round,
+    true_contrasts,
+)
 
 # Few draws keep the suite fast; NUTS on these small models mixes well enough that 2 × 200 draws
 # give effective sample sizes in the hundreds (checked where it matters, through az.ess).
-FAST = dict(draws=200, tune=200, chains=2)
+FAST = {"draws": 200, "tune": 200, "chains": 2}
 
 
 def scenario_rows(scenario, n, rng):
@@ -201,7 +205,7 @@ def test_four_arms_and_contrast_draw_shapes(flip):
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["flip", "revenue", "value"])
 def test_outcome_means_match_bambi_predict(which, request):
-    scenario, rows, post = request.getfixturevalue(which)
+    _, rows, post = request.getfixturevalue(which)
     sample = rows.iloc[:40]
     arm = post.treatments[0]
     new = post.description.design_frame(sample, arm)

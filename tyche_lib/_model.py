@@ -188,7 +188,7 @@ class ModelDescription:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelDescription":
+    def from_dict(cls, d: dict[str, Any]) -> ModelDescription:
         covariates = tuple(
             CovariateCoding(
                 name=c["name"],
@@ -288,7 +288,7 @@ def describe_model(rows: pd.DataFrame, spec: ExperimentSpec, *, aggregate: bool 
     clash = {ModelDescription.SUCCESSES, ModelDescription.TRIALS} & set(spec.covariate_names)
     if aggregate and clash:
         raise ValueError(
-            f"covariate {sorted(clash)[0]!r}: the name is taken by the count columns of the aggregated "
+            f"covariate {min(clash)!r}: the name is taken by the count columns of the aggregated "
             "binary model; rename the covariate"
         )
     row_family, count_family = BAMBI_FAMILIES[family]

@@ -97,8 +97,9 @@ class PosteriorSummary:
 class _BambiPosterior(Posterior):
     """A posterior fitted by bambi: the shared reading of its draws.
 
-    Attributes (besides :class:`Posterior`'s)
-    -----------------------------------------
+    Attributes
+    ----------
+    (those of :class:`Posterior`, and)
     description : ModelDescription
         The model: formulas, family, covariate coding, counts or rows.
     model : bambi.Model
@@ -186,7 +187,7 @@ class _BambiPosterior(Posterior):
         return Path(path)
 
     @classmethod
-    def from_netcdf(cls, path: str | Path, rows: pd.DataFrame, spec: ExperimentSpec) -> "_BambiPosterior":
+    def from_netcdf(cls, path: str | Path, rows: pd.DataFrame, spec: ExperimentSpec) -> _BambiPosterior:
         """Rebuild a fitted posterior from its saved draws and the rows it was fitted on.
 
         Parameters
@@ -220,7 +221,7 @@ class _BambiPosterior(Posterior):
         info = json.loads(raw)
         description = ModelDescription.from_dict(info["description"])
         result_type = _RESULT_TYPES[description.metric_family]
-        if not issubclass(result_type, cls):
+        if cls is not _BambiPosterior and result_type is not cls:
             raise ValueError(f"{path}: holds a {result_type.__name__}, not a {cls.__name__}")
         observed = _validated(rows, spec)
         if description.data_hash(observed) != info["data_sha256"]:
