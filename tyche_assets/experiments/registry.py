@@ -1,6 +1,5 @@
 """experiment_registry: every experiment spec in one table, and the check that they fit together."""
 
-import datetime as dt
 import json
 
 import dagster as dg
@@ -12,12 +11,12 @@ from ..lineage import text_version
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
 from ..storage import connect
 
+# Unpartitioned and replaced whole on each materialisation, so not one of storage.TABLES (which are
+# written per experiment × round).
 REGISTRY_DDL = """
     CREATE TABLE IF NOT EXISTS experiment_registry (
         experiment_id VARCHAR, status VARCHAR, owner VARCHAR, start_date DATE, end_date DATE,
         audience_json VARCHAR, traffic_share DOUBLE, layer VARCHAR, spec_hash VARCHAR)"""
-
-
 REGISTRY_COLUMNS = [
     "experiment_id", "status", "owner", "start_date", "end_date", "audience_json", "traffic_share", "layer", "spec_hash",
 ]
@@ -76,11 +75,6 @@ def experiment_registry(context: dg.AssetExecutionContext, storage: TycheStorage
     )
 
 
-def _date(value) -> dt.date | None:
-    # DuckDB returns DATE as datetime.date; NULL as None.
-    return value if value is None or isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
-
-
 @dg.asset_check(asset=experiment_registry, blocking=True, pool=DUCKDB_POOL)
 def experiment_registry_conflicts(context: dg.AssetCheckExecutionContext, storage: TycheStorage):
     """Live experiments whose dates and audiences overlap must fit in 100% of the traffic.
@@ -96,7 +90,7 @@ def experiment_registry_conflicts(context: dg.AssetCheckExecutionContext, storag
         ).fetchall()
     entries = [
         RegistryEntry(
-            id=id_, status=status, owner=owner, start_date=_date(start), end_date=_date(end),
+            id=id_, status=status, owner=owner, start_date=start, end_date=end,
             audience={k: tuple(v) for k, v in json.loads(audience).items()}, traffic_share=share, layer=layer,
         )
         for id_, status, owner, start, end, audience, share, layer in rows
