@@ -121,7 +121,6 @@ def postgres():
 @dataclass
 class PostgresProject:
     root: Path
-    home: Path
     env: dict
 
 
@@ -168,4 +167,4 @@ def postgres_project(postgres, tmp_path, monkeypatch):
         landing = root / "landing" / experiment_id / "round=1"
         landing.mkdir(parents=True)
         rows.to_parquet(landing / "visitors.parquet", index=False)
-    return PostgresProject(root=root, home=home, env=env)
+    return PostgresProject(root=root, env=env)

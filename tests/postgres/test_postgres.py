@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +16,10 @@ import yaml
 from tyche_assets.partitions import experiment_round_partitions, partition_key
 from tyche_lib import Plan
 
+from .conftest import BIN, EXPERIMENTS, REPO
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-EXPERIMENTS = ("checkout", "search")  # the postgres_project fixture's
 RUN_TIMEOUT_S = 420
 # The multiprocess executor, each step forked from a server that imported Tyche once: a fresh interpreter
 # per step would re-import PyMC (about 10 s a step on two cores).

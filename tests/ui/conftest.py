@@ -27,7 +27,7 @@ from tyche_lib import Plan, derive_seed, simulate
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-EXPERIMENT = "flip"  # test_webserver.py names it too
+EXPERIMENT = "flip"
 VISITORS = 3_000
 START_TIMEOUT_S = 120
 CHROMIUM_FLAGS = [
@@ -89,7 +89,6 @@ def write_project(root: Path, home: Path) -> None:
 class DagsterUI:
     url: str
     root: Path
-    home: Path
     env: dict
     logs: Path
     processes: list = field(default_factory=list)
@@ -161,7 +160,7 @@ def dagster_ui():
         write_project(root, home)
         port = free_port()
         env = {**os.environ, "DAGSTER_HOME": str(home), "TYCHE_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
-        ui = DagsterUI(url=f"http://127.0.0.1:{port}", root=root, home=home, env=env, logs=logs)
+        ui = DagsterUI(url=f"http://127.0.0.1:{port}", root=root, env=env, logs=logs)
         cmd = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO / "workspace.yaml")]
         webserver = start(cmd, env, logs / "webserver.log")
         ui.processes.append(webserver)

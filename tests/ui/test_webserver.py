@@ -7,11 +7,12 @@ import pytest
 
 from tyche_lib import Plan
 
+from .conftest import EXPERIMENT
+
 pytestmark = pytest.mark.slow
 
 ROUND_ASSETS = ["round_visitors", "posterior", "policy_tree", "allocation", "round_plan", "round_report"]
 ROUND_CHECKS = {"round_visitors_quality", "round_visitors_sample_ratio", "round_visitors_probabilities"}
-EXPERIMENT = "flip"  # the project the dagster_ui fixture writes: one experiment, round 1 landed
 PARTITION = f"{EXPERIMENT}|r001"  # a multi-partition key: dimension keys in dimension-name order
 BACKFILL_TIMEOUT_S = 240
 
