@@ -11,6 +11,7 @@ landing sensor and materialised by ``round_job`` on a persistent SQLite Dagster 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -42,10 +43,17 @@ def _reset(root: Path, storage) -> None:
         purge_experiment(conn, DEMO_EXPERIMENT)
 
 
-def _summary(round_: int, rows: pd.DataFrame, plan_next: Plan | None, checks: pd.DataFrame, scenario, seconds: float) -> str:
+def _summary(
+    round_: int, rows: pd.DataFrame, plan_next: Plan | None, checks: pd.DataFrame, report: dict | None, scenario,
+    seconds: float,
+) -> str:
     lines = [f"\n=== round {round_}: {len(rows):,} visitors, round_job {seconds:.1f} s ==="]
     for _, c in checks.iterrows():
         lines.append(f"  check {c.check_name:<30} {'PASS' if c.passed else 'FAIL'}  {c.message}")
+    if report is not None:
+        rec = report["recommendation"]
+        lines.append(f"  report: {rec['decision']}{' ' + rec['arm'] if rec['arm'] else ''}")
+        lines.extend(f"    - {reason}" for reason in rec["reasons"])
     if plan_next is None:
         lines.append("  no plan published: the plan in force stays in force")
         return "\n".join(lines)
@@ -121,8 +129,12 @@ def main(argv: list[str] | None = None) -> int:
                     "SELECT plan_json FROM plans WHERE experiment_id = ? AND governs_round = ?",
                     [DEMO_EXPERIMENT, round_ + 1],
                 ).fetchall()[:1]
+                report = conn.execute(
+                    "SELECT report_json FROM reports WHERE experiment_id = ? AND round = ?", [DEMO_EXPERIMENT, round_]
+                ).fetchall()
             plan_next = Plan.from_json(published[0][0]) if published else None
-            print(_summary(round_, rows, plan_next, checks, scenario, seconds), flush=True)
+            report = json.loads(report[0][0]) if report else None
+            print(_summary(round_, rows, plan_next, checks, report, scenario, seconds), flush=True)
     print(
         f"\nDone in {time.perf_counter() - started:.0f} s. Plans: {root / 'plans' / DEMO_EXPERIMENT}; "
         f"DuckDB: {root / 'storage' / 'tyche.duckdb'}; browse with `make dev` (DAGSTER_HOME={home})."

@@ -3,142 +3,172 @@
 The public surface is re-exported here; implementations live in private modules.
 """
 
+from . import simulate
+
+# Experiment specs and round rows
 from ._spec import (
     Covariate,
+    DecisionSettings,
     ExperimentSpec,
     Guardrail,
+    load_spec,
     Metric,
     SourceConfig,
-    SpecError,
-    load_spec,
     spec_from_dict,
+    SpecError,
 )
-from ._rules import Condition, Rule
-from ._plans import PLAN_SCHEMA_VERSION, Plan, PlanError, PlanSegment, build_plan, initial_plan
+from ._schema import model_frame, RowsError, validate_rows
+from ._sources import LandingFolderSource, register_source, RoundSource, source_from_config, SqlSource
 from ._seeds import derive_seed
-from ._registry import Conflict, RegistryEntry, find_conflicts
-from ._viz import plot_cells, plot_effects_over_rounds, plot_policy_tree
-from ._sample_size import AdaptiveSampleSizeResult, SampleSizeResult, plan_adaptive_sample_size, plan_sample_size
-from ._viz import arm_colors, experiment_evolution_gif, figure_to_png_bytes, png_markdown
-from ._assign import EXCLUDED_CELL, Assigner, Assignment
-from ._sources import LandingFolderSource, RoundSource, SqlSource, register_source, source_from_config
-from ._schema import RowsError, model_frame, validate_rows
-from ._posterior_base import Posterior, Profiles
-from ._model import CovariateCoding, ModelDescription, describe_model
-from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior, PosteriorSummary, fit_posterior
-from . import simulate
+
+# Plans and assignment
+from ._rules import Condition, Rule
+from ._plans import build_plan, initial_plan, Plan, PLAN_SCHEMA_VERSION, PlanError, PlanSegment
+from ._assign import Assigner, Assignment, EXCLUDED_CELL
+from ._registry import Conflict, find_conflicts, RegistryEntry
+from ._sample_size import (
+    AdaptiveSampleSizeResult,
+    plan_adaptive_sample_size,
+    plan_sample_size,
+    SampleSizeResult,
+)
+
+# Simulation with ground truth
 from .simulate import Scenario, simulate_round, true_contrasts
-from ._quality import QualityFailure, QualityResult, quality_check, quality_suite
-from ._srm import SampleRatioResult, sample_ratio_check
-from ._policy import DiscoveredSegment, PolicyTree, fit_policy_tree
+
+# Checks
+from ._quality import quality_check, quality_suite, QualityFailure, QualityResult
+from ._srm import sample_ratio_check, SampleRatioResult
+
+# Posterior: model description, engine, results
+from ._model import CovariateCoding, describe_model, ModelDescription
+from ._posterior_base import Posterior, Profiles
+from ._posterior import BinaryPosterior, ContinuousPosterior, fit_posterior, HurdlePosterior, PosteriorSummary
+
+# Policy and allocation
+from ._policy import DiscoveredSegment, fit_policy_tree, PolicyTree
 from ._allocation import apply_floor, thompson_allocation
+
+# Measurement and decisions
 from ._inference import (
-    CupedResult,
-    MetricsResult,
-    MsprtResult,
     analyze_metrics,
     cuped,
     cuped_outcome_model,
+    CupedResult,
     mad_confidence_path,
     mad_confidence_sequence,
+    MetricsResult,
     msprt,
+    MsprtResult,
     outcome_predictions,
 )
 from ._decisions import (
     Decision,
-    DecisionQuantities,
-    Recommendation,
-    RoundValue,
     decision_quantities,
+    DecisionQuantities,
     expected_value_of_one_more_round,
     graduation,
     recommend,
+    Recommendation,
+    RoundValue,
+)
+
+# Plots
+from ._viz import (
+    arm_colors,
+    experiment_evolution_gif,
+    figure_to_png_bytes,
+    plot_cells,
+    plot_effects_over_rounds,
+    plot_policy_tree,
+    png_markdown,
 )
 
 __all__ = [
-    "Conflict",
-    "RegistryEntry",
-    "find_conflicts",
     "AdaptiveSampleSizeResult",
-    "SampleSizeResult",
+    "analyze_metrics",
+    "apply_floor",
+    "arm_colors",
+    "Assigner",
+    "Assignment",
+    "BinaryPosterior",
+    "build_plan",
+    "Condition",
+    "Conflict",
+    "ContinuousPosterior",
+    "Covariate",
+    "CovariateCoding",
+    "cuped",
+    "cuped_outcome_model",
+    "CupedResult",
+    "Decision",
+    "decision_quantities",
+    "DecisionQuantities",
+    "DecisionSettings",
+    "derive_seed",
+    "describe_model",
+    "DiscoveredSegment",
+    "EXCLUDED_CELL",
+    "expected_value_of_one_more_round",
+    "experiment_evolution_gif",
+    "ExperimentSpec",
+    "figure_to_png_bytes",
+    "find_conflicts",
+    "fit_policy_tree",
+    "fit_posterior",
+    "graduation",
+    "Guardrail",
+    "HurdlePosterior",
+    "initial_plan",
+    "LandingFolderSource",
+    "load_spec",
+    "mad_confidence_path",
+    "mad_confidence_sequence",
+    "Metric",
+    "MetricsResult",
+    "model_frame",
+    "ModelDescription",
+    "msprt",
+    "MsprtResult",
+    "outcome_predictions",
+    "Plan",
     "plan_adaptive_sample_size",
     "plan_sample_size",
-    "QualityFailure",
-    "QualityResult",
-    "quality_check",
-    "quality_suite",
-    "SampleRatioResult",
-    "sample_ratio_check",
-    "arm_colors",
-    "experiment_evolution_gif",
-    "figure_to_png_bytes",
-    "png_markdown",
+    "PLAN_SCHEMA_VERSION",
+    "PlanError",
+    "PlanSegment",
     "plot_cells",
     "plot_effects_over_rounds",
     "plot_policy_tree",
+    "png_markdown",
+    "PolicyTree",
+    "Posterior",
+    "PosteriorSummary",
+    "Profiles",
+    "quality_check",
+    "quality_suite",
+    "QualityFailure",
+    "QualityResult",
+    "recommend",
+    "Recommendation",
+    "register_source",
+    "RegistryEntry",
+    "RoundSource",
+    "RoundValue",
+    "RowsError",
+    "Rule",
+    "sample_ratio_check",
+    "SampleRatioResult",
+    "SampleSizeResult",
     "Scenario",
     "simulate",
     "simulate_round",
-    "true_contrasts",
-    "Assignment",
-    "Assigner",
-    "EXCLUDED_CELL",
-    "DiscoveredSegment",
-    "PolicyTree",
-    "fit_policy_tree",
-    "apply_floor",
-    "thompson_allocation",
-    "CupedResult",
-    "MetricsResult",
-    "MsprtResult",
-    "analyze_metrics",
-    "cuped",
-    "cuped_outcome_model",
-    "mad_confidence_path",
-    "mad_confidence_sequence",
-    "msprt",
-    "outcome_predictions",
-    "Decision",
-    "DecisionQuantities",
-    "Recommendation",
-    "RoundValue",
-    "decision_quantities",
-    "expected_value_of_one_more_round",
-    "graduation",
-    "recommend",
-    "LandingFolderSource",
-    "RoundSource",
-    "SqlSource",
-    "register_source",
     "source_from_config",
-    "BinaryPosterior",
-    "ContinuousPosterior",
-    "HurdlePosterior",
-    "PosteriorSummary",
-    "fit_posterior",
-    "CovariateCoding",
-    "ModelDescription",
-    "describe_model",
-    "Condition",
-    "Covariate",
-    "ExperimentSpec",
-    "Guardrail",
-    "Metric",
-    "PLAN_SCHEMA_VERSION",
-    "Plan",
-    "PlanError",
-    "PlanSegment",
-    "Posterior",
-    "Profiles",
-    "Rule",
-    "RowsError",
     "SourceConfig",
-    "SpecError",
-    "build_plan",
-    "derive_seed",
-    "initial_plan",
-    "load_spec",
-    "model_frame",
     "spec_from_dict",
+    "SpecError",
+    "SqlSource",
+    "thompson_allocation",
+    "true_contrasts",
     "validate_rows",
 ]

@@ -90,8 +90,9 @@ def _effects_table(experiment_id: str, round_: int, effects: pd.DataFrame) -> pd
     return out
 
 
-def _history(storage: TycheStorage, experiment_id: str, round_: int) -> list[DecisionQuantities]:
-    """Decision quantities of the rounds before ``round_``, oldest first."""
+def _history(storage: TycheStorage, spec: ExperimentSpec, round_: int) -> list[DecisionQuantities]:
+    """Decision quantities of the rounds before ``round_``, oldest first, arms in spec order."""
+    experiment_id = spec.id
     before = previous_round(round_)
     if before is None:
         return []
@@ -100,7 +101,10 @@ def _history(storage: TycheStorage, experiment_id: str, round_: int) -> list[Dec
             "SELECT * FROM decision_quantities WHERE experiment_id = ? AND list_contains(?, round) ORDER BY round",
             [experiment_id, rounds_up_to(before)],
         ).df()
-    return [DecisionQuantities.from_frame(g.drop(columns=["experiment_id"])) for _, g in frame.groupby("round", sort=True)]
+    # SQL returns rows in no particular order; DecisionQuantities reads the arm order from them.
+    frame["arm_order"] = frame["arm"].map({a: i for i, a in enumerate(spec.arms)})
+    frame = frame.sort_values(["round", "arm_order"], kind="mergesort").drop(columns=["arm_order", "experiment_id"])
+    return [DecisionQuantities.from_frame(g) for _, g in frame.groupby("round", sort=True)]
 
 
 def _segment_effects(rows: pd.DataFrame, spec: ExperimentSpec, segments: np.ndarray) -> pd.DataFrame:
@@ -149,7 +153,7 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     segments = tree.segment_of(rows)
     segment_effects = _segment_effects(rows, spec, segments)
     quantities = decision_quantities(fitted, segments=tree.segment_of(fitted.observed), round=round_)
-    history = [*_history(storage, experiment_id, round_), quantities]
+    history = [*_history(storage, spec, round_), quantities]
     rec = recommend(
         sample_ratio_ok, metrics, history, loss_threshold=decision.loss_threshold, prob_best=decision.prob_best,
         sustained_rounds=decision.sustained_rounds, stop_prob=decision.stop_prob,
