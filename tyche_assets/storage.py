@@ -90,6 +90,18 @@ def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     )
 
 
+@contextlib.contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Commit on success, roll back on any error: a failed write leaves the stored rows as they were."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def replace_partition(
     conn: duckdb.DuckDBPyConnection, table: str, experiment_id: str, round: int, frame: pd.DataFrame
 ) -> None:
@@ -99,8 +111,7 @@ def replace_partition(
     """
     if table not in TABLES and table != visitors_table(experiment_id):
         raise ValueError(f"unknown table {table!r}")
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         if table not in TABLES and not table_exists(conn, table):
             conn.register("_tyche_frame", frame)
             conn.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _tyche_frame LIMIT 0')
@@ -110,10 +121,6 @@ def replace_partition(
             conn.register("_tyche_frame", frame)
             conn.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _tyche_frame')
             conn.unregister("_tyche_frame")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -161,8 +168,7 @@ def dumps(obj) -> str:
 
 def purge_experiment(conn: duckdb.DuckDBPyConnection, experiment_id: str) -> None:
     """Remove every stored row of one experiment (the demo starts over with this)."""
-    conn.execute("BEGIN TRANSACTION")
-    for table in TABLES:
-        conn.execute(f'DELETE FROM "{table}" WHERE experiment_id = ?', [experiment_id])
-    conn.execute(f'DROP TABLE IF EXISTS "{visitors_table(experiment_id)}"')
-    conn.execute("COMMIT")
+    with transaction(conn):
+        for table in TABLES:
+            conn.execute(f'DELETE FROM "{table}" WHERE experiment_id = ?', [experiment_id])
+        conn.execute(f'DROP TABLE IF EXISTS "{visitors_table(experiment_id)}"')

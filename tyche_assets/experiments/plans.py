@@ -9,7 +9,7 @@ from tyche_lib import ExperimentSpec, Plan, initial_plan
 from ..lineage import text_version
 from ..partitions import round_key
 from ..resources import TycheStorage
-from ..storage import write_text_atomic
+from ..storage import transaction, write_text_atomic
 
 
 def publish_plan(
@@ -22,8 +22,7 @@ def publish_plan(
     """
     text = plan.to_json()
     version = text_version(text)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             "DELETE FROM plans WHERE experiment_id = ? AND governs_round = ?", [plan.experiment_id, plan.round]
         )
@@ -31,10 +30,6 @@ def publish_plan(
             "INSERT INTO plans VALUES (?, ?, ?, ?, ?, ?)",
             [plan.experiment_id, produced_by_round, plan.round, text, version, run_id],
         )
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     write_text_atomic(storage.plan_path(plan.experiment_id, round_key(plan.round)), text)
     return version
 

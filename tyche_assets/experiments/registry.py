@@ -9,7 +9,7 @@ from tyche_lib import RegistryEntry, find_conflicts
 
 from ..lineage import text_version
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect
+from ..storage import connect, transaction
 
 # Unpartitioned and replaced whole on each materialisation, so not one of storage.TABLES (which are
 # written per experiment × round).
@@ -52,17 +52,12 @@ def experiment_registry(context: dg.AssetExecutionContext, storage: TycheStorage
     frame = _registry_frame(specs.values())
     with connect(storage) as conn:
         conn.execute(REGISTRY_DDL)
-        conn.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(conn):
             conn.execute("DELETE FROM experiment_registry")
             if len(frame):
                 conn.register("_tyche_registry", frame)
                 conn.execute("INSERT INTO experiment_registry BY NAME SELECT * FROM _tyche_registry")
                 conn.unregister("_tyche_registry")
-            conn.execute("COMMIT")
-        except Exception:
-            conn.execute("ROLLBACK")
-            raise
     shown = frame.drop(columns=["spec_hash"])
     return dg.MaterializeResult(
         data_version=dg.DataVersion(text_version(frame.to_json(orient="records", date_format="iso"))),

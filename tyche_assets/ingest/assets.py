@@ -10,7 +10,7 @@ from tyche_lib._schema import ROW_COLUMNS
 from ..lineage import frame_version
 from ..partitions import experiment_and_round, experiment_round_partitions, round_key
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, replace_partition, visitors_table
+from ..storage import connect, replace_partition, table_exists, visitors_table
 from ..experiments.plans import ensure_initial_plan
 
 
@@ -68,7 +68,7 @@ def round_visitors(context: dg.AssetExecutionContext, storage: TycheStorage, exp
             if "assigned_at" in typed.columns:
                 typed["assigned_at"] = pd.to_datetime(typed["assigned_at"], utc=True)
             replace_partition(conn, table, experiment_id, round_, typed)
-        elif conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][0]:
+        elif table_exists(conn, table):
             # Earlier typed rows of this round no longer describe what was received.
             replace_partition(conn, table, experiment_id, round_, pd.DataFrame())
         replace_partition(

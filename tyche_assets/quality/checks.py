@@ -16,7 +16,7 @@ from ..ingest.assets import round_visitors
 from ..report.assets import write_halt_report
 from ..partitions import experiment_and_round, experiment_round_partitions, round_key
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, dumps, load_visitors, plan_in_force_json
+from ..storage import connect, dumps, transaction, load_visitors, plan_in_force_json
 
 # Recorded probabilities are written by the serving side as floats: equal up to rounding.
 PROBABILITY_TOLERANCE = 1e-9
@@ -25,8 +25,7 @@ EXAMPLE_ROWS = 5
 
 
 def _record(context, storage: TycheStorage, name: str, experiment_id: str, round_: int, passed: bool, message: str, details) -> None:
-    with connect(storage) as conn:
-        conn.execute("BEGIN TRANSACTION")
+    with connect(storage) as conn, transaction(conn):
         conn.execute(
             "DELETE FROM round_checks WHERE experiment_id = ? AND round = ? AND check_name = ?",
             [experiment_id, round_, name],
@@ -35,7 +34,6 @@ def _record(context, storage: TycheStorage, name: str, experiment_id: str, round
             "INSERT INTO round_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
             [experiment_id, round_, name, passed, message, dumps(details), context.run.run_id],
         )
-        conn.execute("COMMIT")
 
 
 def _typed_rows_and_plan(storage: TycheStorage, experiment_id: str, round_: int) -> tuple[pd.DataFrame, Plan]:
