@@ -19,6 +19,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+bench: $(STAMP)
+	$(PY) bench/round_bench.py
+
+eval: $(STAMP)
+	$(PY) eval/decision_quality.py
+
 dev: $(STAMP)
 	mkdir -p dagster_home && cp -n dagster.yaml dagster_home/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/dagster_home $(VENV)/bin/dagster dev -w workspace.yaml
