@@ -31,7 +31,7 @@ from ..model.assets import load_posterior
 from ..partitions import experiment_and_round, experiment_round_partitions, previous_round, round_key, rounds_up_to
 from ..policy.assets import load_tree, policy_tree
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, load_visitors, replace_partition, write_text_atomic
+from ..storage import connect, replace_partition, write_text_atomic
 
 
 def _clean(value):
@@ -138,11 +138,9 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     decision = spec.decision
     fitted = load_posterior(storage, spec, experiment_id, round_)
     tree = load_tree(storage, experiment_id, round_)
+    rows = fitted.observed  # every usable round <= r, as the posterior saw them
+    rounds = sorted(int(r) for r in rows["round"].unique())
     with connect(storage) as conn:
-        rounds = [int(r) for r in conn.execute(
-            "SELECT rounds_used FROM posterior_fits WHERE experiment_id = ? AND round = ?", [experiment_id, round_]
-        ).fetchall()[0][0].split(",")]
-        rows = load_visitors(conn, experiment_id, rounds)
         srm = conn.execute(
             "SELECT passed, message FROM round_checks WHERE experiment_id = ? AND round = ? AND check_name = ?",
             [experiment_id, round_, "round_visitors_sample_ratio"],
@@ -152,7 +150,7 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     metrics = analyze_metrics(rows, spec, t_star=decision.planned_visitors, alpha=decision.alpha, fdr=decision.fdr)
     segments = tree.segment_of(rows)
     segment_effects = _segment_effects(rows, spec, segments)
-    quantities = decision_quantities(fitted, segments=tree.segment_of(fitted.observed), round=round_)
+    quantities = decision_quantities(fitted, segments=segments, round=round_)
     history = [*_history(storage, spec, round_), quantities]
     rec = recommend(
         sample_ratio_ok, metrics, history, loss_threshold=decision.loss_threshold, prob_best=decision.prob_best,
