@@ -124,3 +124,18 @@ def test_quick_run_writes_every_table_of_its_result(quick_run):
         assert check.name in text
     assert f"{result.target('regret ratio tyche/thompson, segment_flip').value:.3f}" in text
     assert "--quick" in text
+
+
+def test_policy_share_counts_arms_tied_for_best():
+    dq = load_eval()
+    scenario = segment_flip()
+    population = dq.policy_population("segment_flip", scenario)
+    visitors = population.visitors
+    non_mobile = (visitors["device"] != "mobile").to_numpy()
+    returning = visitors["returning"].to_numpy(dtype=bool)
+    # mild is best for returning non-mobile visitors and ties control and flat for new ones.
+    assert population.share_best(scenario.arms, "mild") == pytest.approx(non_mobile.mean())
+    # flat never beats control: it is best exactly where control is, for new non-mobile visitors.
+    assert population.share_best(scenario.arms, "flat") == pytest.approx((non_mobile & ~returning).mean())
+    oracle = np.where(non_mobile, np.where(returning, "mild", "control"), "flip")
+    assert population.share_best(scenario.arms, oracle) == 1.0
