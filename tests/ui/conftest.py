@@ -25,6 +25,8 @@ from tyche_assets.resources import default_resources
 from tyche_assets.storage import connect, plan_in_force_json
 from tyche_lib import Plan, derive_seed, simulate
 
+from debian_packages import install_debian_package
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 EXPERIMENT = "flip"
@@ -175,20 +177,7 @@ def dagster_ui():
 
 
 def _install_chromium() -> str | None:
-    """Why Chromium cannot be installed here, or None once it is."""
-    if os.geteuid() != 0:
-        return "Chromium is not installed and installing it needs root (apt-get install chromium)"
-    if shutil.which("apt-get") is None:
-        return "Chromium is not installed and apt-get is not available to install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-q"],
-        ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-    ):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-        if done.returncode != 0:
-            return f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr[-1500:]}"
-    return None
+    return install_debian_package("chromium")
 
 
 def _chromium_binary() -> str | None:
