@@ -48,6 +48,7 @@ from ._posterior import BinaryPosterior, ContinuousPosterior, fit_posterior, Hur
 # Policy and allocation
 from ._policy import DiscoveredSegment, fit_policy_tree, PolicyTree
 from ._allocation import apply_floor, thompson_allocation
+from ._segment_effects import segment_effects, SegmentEffects
 
 # Measurement and decisions
 from ._inference import (
@@ -161,6 +162,8 @@ __all__ = [
     "SampleRatioResult",
     "SampleSizeResult",
     "Scenario",
+    "segment_effects",
+    "SegmentEffects",
     "simulate",
     "simulate_round",
     "source_from_config",
