@@ -228,3 +228,61 @@ def test_errors_name_the_problem():
     tree = fit_policy_tree(post, seed=0)
     with pytest.raises(KeyError, match="needs column 'device'"):
         tree.segment_of(post.observed.drop(columns="device"))
+
+
+# -- splits the posterior is not sure of ------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class NoisyPosterior(PlantedPosterior):
+    """A planted posterior whose treatment means move per draw, by device (uncertain segment effects)."""
+
+    noise_sd: float = 0.01
+
+    def outcome_mean_draws(self, profiles, arm):
+        mean = super().outcome_mean_draws(profiles, arm)
+        if arm == self.spec.control:
+            return mean
+        rng = np.random.default_rng(self.spec.arms.index(arm))  # the same draws at every call
+        device = pd.Categorical(profiles["device"], categories=["desktop", "mobile", "tablet"]).codes
+        return mean + rng.normal(0.0, self.noise_sd, (self.n_draws, 3))[:, device]
+
+
+def flip_by_device(gap: float):
+    """Mobile: green beats blue by ``gap``; other devices: blue beats green by ``gap``; both above control."""
+
+    def contrast_of(rows):
+        mobile = (rows["device"] == "mobile").to_numpy()
+        return np.column_stack([np.where(mobile, 0.01 + gap, 0.01), np.where(mobile, 0.01, 0.01 + gap)])
+
+    return contrast_of
+
+
+def noisy_posterior(gap: float) -> NoisyPosterior:
+    post = make_posterior(visitors(3000, seed=4), flip_by_device(gap))
+    idata = az.InferenceData(posterior=xr.Dataset({"mu": (("chain", "draw"), np.zeros((1, 1000)))}))
+    return NoisyPosterior(spec=post.spec, observed=post.observed, idata=idata, contrast_of=post.contrast_of)
+
+
+def test_a_split_stands_only_where_the_posterior_is_confident_the_best_arm_changes():
+    # Per draw, mobile's green-minus-blue is gap + N(0, 0.01) - N(0, 0.01): P(green wins on mobile)
+    # = Phi(gap / 0.0141) = 0.98 at gap 0.03 and 0.64 at gap 0.005 (the other side is surer still,
+    # its noise averaging two devices). Monte Carlo error of a probability over 1,000 draws: < 0.016.
+    strong = fit_policy_tree(noisy_posterior(0.03), max_depth=2, seed=0, split_confidence=0.8)
+    assert sorted(s.leading_arm for s in strong.segments) == ["blue", "green"]
+    mobile = next(s for s in strong.segments if s.leading_arm == "green")
+    assert mobile.rule.matches(pd.DataFrame({"device": ["mobile", "desktop"], "returning": [True, False], "age": [30.0, 30.0]})).tolist() == [True, False]
+
+    weak = noisy_posterior(0.005)
+    merged = fit_policy_tree(weak, max_depth=2, seed=0, split_confidence=0.8)
+    assert [s.id for s in merged.segments] == ["all"]
+    # The same posterior with the check off keeps the split its posterior means suggest.
+    kept = fit_policy_tree(weak, max_depth=2, seed=0, split_confidence=0.0)
+    assert sorted(s.leading_arm for s in kept.segments) == ["blue", "green"]
+
+
+def test_split_confidence_out_of_range_is_rejected():
+    post = noisy_posterior(0.03)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="split_confidence"):
+            fit_policy_tree(post, split_confidence=bad)

@@ -267,7 +267,13 @@ def _simplify(conditions: Sequence[Condition]) -> Rule:
     return Rule(tuple(merged))
 
 
-def fit_policy_tree(posterior, max_depth: int = 2, min_segment_share: float = 0.05, seed: int = 0) -> PolicyTree:
+def fit_policy_tree(
+    posterior,
+    max_depth: int = 2,
+    min_segment_share: float = 0.05,
+    seed: int = 0,
+    split_confidence: float = 0.8,
+) -> PolicyTree:
     """Find segments of visitors whose best arm differs, as a shallow tree with readable rules.
 
     Parameters
@@ -280,6 +286,11 @@ def fit_policy_tree(posterior, max_depth: int = 2, min_segment_share: float = 0.
         Smallest segment, as a share of the observed visitors, in (0, 0.5].
     seed : int
         Breaks ties between equally good splits (``random_state`` of the tree).
+    split_confidence : float
+        In [0, 1): posterior probability a split needs to stand. Two sibling segments with
+        different leading arms stay apart only if, in each, its leading arm beats the sibling's
+        leading arm with at least this probability; ``0`` keeps every split that changes the
+        leading arm.
 
     Returns
     -------
@@ -292,8 +303,8 @@ def fit_policy_tree(posterior, max_depth: int = 2, min_segment_share: float = 0.
     TypeError
         When ``posterior`` is not one of the three posterior result types.
     ValueError
-        When the posterior has no observed rows, or ``max_depth`` / ``min_segment_share`` is out
-        of range.
+        When the posterior has no observed rows, or ``max_depth`` / ``min_segment_share`` /
+        ``split_confidence`` is out of range.
 
     Notes
     -----
@@ -308,8 +319,13 @@ def fit_policy_tree(posterior, max_depth: int = 2, min_segment_share: float = 0.
     reduction (label = best arm per profile, weight = its regret gap) flattens; its drawback is that
     it also splits where only the size of an effect changes, not the best arm. So after fitting,
     two sibling leaves with the same leading arm are merged back into their parent, bottom up:
-    a segment exists only where the policy changes. A tree with no split left has the single
-    segment ``"all"`` with the empty rule.
+    a segment exists only where the policy changes. A posterior-mean difference can be noise,
+    though, and every split halves the data behind each segment's Thompson allocation; so two
+    sibling leaves with different leading arms ``a`` and ``b`` are merged too unless the
+    posterior is confident the policy should change: ``P(effect of a > effect of b)`` in the first
+    leaf and ``P(effect of b > effect of a)`` in the second (effects averaged over each leaf's
+    members, per draw) must both reach ``split_confidence``. A tree with no split left has the
+    single segment ``"all"`` with the empty rule.
 
     Every segment statistic (``n``, ``share``, ``mean_contrasts``) is computed by applying the
     segment's rule to the profiles, so it is exactly what the rule routes.
@@ -336,6 +352,11 @@ def fit_policy_tree(posterior, max_depth: int = 2, min_segment_share: float = 0.
             f"min_segment_share = {min_segment_share!r}: must be in (0, 0.5] (the smallest segment as a "
             f"share of visitors)"
         )
+    if not 0.0 <= split_confidence < 1.0:
+        raise ValueError(
+            f"split_confidence = {split_confidence!r}: must be in [0, 1) (the spec's tree.split_confidence; "
+            f"0 keeps every split that changes the leading arm)"
+        )
     spec = posterior.spec
     profiles = posterior.profiles()
     counts = profiles.counts.astype(float)
@@ -355,6 +376,14 @@ def fit_policy_tree(posterior, max_depth: int = 2, min_segment_share: float = 0.
             random_state=int(seed) % 2**32,  # scikit-learn takes 32-bit seeds; derive_seed gives 63 bits
         ).fit(design, contrasts, sample_weight=counts)
         nodes = cart.tree_
+        def credible(first: tuple, second: tuple) -> bool:
+            """Whether each sibling's leading arm beats the other's within it with enough probability."""
+            codes = np.full(len(counts), -1)
+            codes[first[1]], codes[second[1]] = 0, 1
+            draws, _ = posterior.mean_contrast_draws(codes[profiles.index], 2)  # draws × 2 × treatments
+            effects = np.concatenate([np.zeros((len(draws), 2, 1)), draws], axis=2)  # control's effect is 0
+            a, b = spec.arms.index(first[2]), spec.arms.index(second[2])
+            return min((effects[:, 0, a] > effects[:, 0, b]).mean(), (effects[:, 1, b] > effects[:, 1, a]).mean()) >= split_confidence
 
         def grow(node: int, conditions: list[Condition], members: np.ndarray) -> list:
             left, right = nodes.children_left[node], nodes.children_right[node]
@@ -367,7 +396,7 @@ def fit_policy_tree(posterior, max_depth: int = 2, min_segment_share: float = 0.
             if not in_left.any() or not in_right.any():
                 return [leaf(conditions, members)]
             below = grow(left, conditions + [go_left], in_left) + grow(right, conditions + [go_right], in_right)
-            if len(below) == 2 and below[0][2] == below[1][2]:
+            if len(below) == 2 and (below[0][2] == below[1][2] or not credible(*below)):
                 return [leaf(conditions, members)]
             return below
 

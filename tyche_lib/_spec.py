@@ -175,6 +175,10 @@ class ExperimentSpec:
         Thompson safety floor (default 0.02): no arm below ``epsilon / K`` within a segment.
     max_depth, min_segment_share : int, float
         Policy-tree depth and the smallest segment, as a share of visitors.
+    split_confidence : float
+        Posterior probability a policy-tree split needs to stand (default 0.8): in each of two
+        sibling segments, the segment's leading arm must beat the sibling's leading arm with at
+        least this probability, or the two are merged back (see :func:`fit_policy_tree`).
     draws, tune, chains : int
         Posterior sampling settings.
     """
@@ -190,6 +194,7 @@ class ExperimentSpec:
     epsilon: float = 0.02
     max_depth: int = 2
     min_segment_share: float = 0.05
+    split_confidence: float = 0.8
     draws: int = 1000
     tune: int = 1000
     chains: int = 2
@@ -426,8 +431,17 @@ def _spec_from_dict(d: Mapping[str, Any]) -> ExperimentSpec:
         raise SpecError("cells", dict(cells), "min_control_weight + min_explore_weight must be < 1")
     epsilon = float(_number(d.get("epsilon", 0.02), "epsilon", 0.0, 1.0))
     tree = d.get("tree") or {}
+    if not isinstance(tree, Mapping):
+        raise SpecError("tree", tree, "a mapping with max_depth, min_segment_share and split_confidence")
+    unknown_tree = sorted(set(tree) - {"max_depth", "min_segment_share", "split_confidence"})
+    if unknown_tree:
+        raise SpecError(f"tree.{unknown_tree[0]}", tree[unknown_tree[0]],
+                        "unknown field; allowed: max_depth, min_segment_share, split_confidence")
     max_depth = _number(tree.get("max_depth", 2), "tree.max_depth", 1, 4, integer=True)
     min_share = float(_number(tree.get("min_segment_share", 0.05), "tree.min_segment_share", 0.001, 0.5))
+    split_confidence = float(_number(tree.get("split_confidence", 0.8), "tree.split_confidence", 0.0, 1.0))
+    if split_confidence >= 1:
+        raise SpecError("tree.split_confidence", split_confidence, "must be < 1 (1 would never split); 0 keeps every split")
     post = d.get("posterior") or {}
     draws = _number(post.get("draws", 1000), "posterior.draws", 10, 100_000, integer=True)
     tune = _number(post.get("tune", 1000), "posterior.tune", 10, 100_000, integer=True)
@@ -459,7 +473,7 @@ def _spec_from_dict(d: Mapping[str, Any]) -> ExperimentSpec:
         decision=decision,
         id=exp_id, arms=arms, covariates=covariates, primary=primary, guardrails=guardrails,
         secondary=secondary, min_control_weight=w_c, min_explore_weight=w_e, epsilon=epsilon,
-        max_depth=max_depth, min_segment_share=min_share, draws=draws, tune=tune, chains=chains,
+        max_depth=max_depth, min_segment_share=min_share, split_confidence=split_confidence, draws=draws, tune=tune, chains=chains,
         source=source, schedule=schedule, traffic_share=traffic, audience=dict(audience),
         layer=d.get("layer"), salt=str(d["salt"]) if d.get("salt") is not None else None,
         owner=d.get("owner"), status=status, start_date=start, end_date=end, pre_period=pre,
