@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         fit_seconds = time.perf_counter() - start
         tree = fit_policy_tree(
             posterior, max_depth=spec.max_depth, min_segment_share=spec.min_segment_share,
-            seed=derive_seed(spec.id, round_, "policy_tree"),
+            seed=derive_seed(spec.id, round_, "policy_tree"), split_confidence=spec.split_confidence,
         )
         allocation = thompson_allocation(posterior, tree.segments, epsilon=spec.epsilon)
         plan = build_plan(spec, round_ + 1, tree, allocation)
