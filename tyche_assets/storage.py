@@ -142,14 +142,32 @@ def passed_rounds(conn: duckdb.DuckDBPyConnection, experiment_id: str, up_to: in
     return [int(r[0]) for r in rows]
 
 
-def load_visitors(conn: duckdb.DuckDBPyConnection, experiment_id: str, rounds: list[int]) -> pd.DataFrame:
+def load_visitors(
+    conn: duckdb.DuckDBPyConnection, experiment_id: str, rounds: list[int], columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Typed rows of ``rounds`` in arrival order (round, assigned_at, visitor_id): all columns, or ``columns``.
+
+    Read through Arrow: about twice as fast as DuckDB's own DataFrame conversion for text columns.
+    """
     table = visitors_table(experiment_id)
     if not rounds or not table_exists(conn, table):
         return pd.DataFrame()
-    return conn.execute(
-        f'SELECT * FROM "{table}" WHERE experiment_id = ? AND list_contains(?, round) ORDER BY round, assigned_at, visitor_id',
-        [experiment_id, rounds],
-    ).df()
+    selected = ", ".join(f'"{c}"' for c in _stored_columns(conn, table, columns)) if columns else "*"
+    return conn.sql(
+        f'SELECT {selected} FROM "{table}" WHERE experiment_id = $experiment AND list_contains($rounds, round) '
+        "ORDER BY round, assigned_at, visitor_id",
+        params={"experiment": experiment_id, "rounds": [int(r) for r in rounds]},
+    ).to_arrow_table().to_pandas()
+
+
+def _stored_columns(conn: duckdb.DuckDBPyConnection, table: str, wanted: list[str]) -> list[str]:
+    """The ``wanted`` columns the table has, in the order asked (a column is never built into SQL unchecked)."""
+    stored = {
+        name for (name,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall()
+    }
+    return [c for c in dict.fromkeys(wanted) if c in stored]
 
 
 def plan_in_force_json(conn: duckdb.DuckDBPyConnection, experiment_id: str, round: int) -> str | None:

@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from tyche_lib import Plan, PlanError, quality_check, sample_ratio_check
+from tyche_lib import ExperimentSpec, Plan, PlanError, quality_check, sample_ratio_check
 
 from ..ingest.assets import round_visitors
 from ..report.assets import write_halt_report
@@ -22,6 +22,8 @@ from ..storage import connect, dumps, transaction, load_visitors, plan_in_force_
 PROBABILITY_TOLERANCE = 1e-9
 SAMPLE_RATIO_ALPHA = 0.001
 EXAMPLE_ROWS = 5
+# What the routing checks read of a row, besides the covariates the plan's rules test.
+ASSIGNMENT_COLUMNS = ["visitor_id", "cell", "segment_id", "arm", "assignment_prob"]
 
 
 def _record(context, storage: TycheStorage, name: str, experiment_id: str, round_: int, passed: bool, message: str, details) -> None:
@@ -36,9 +38,11 @@ def _record(context, storage: TycheStorage, name: str, experiment_id: str, round
         )
 
 
-def _typed_rows_and_plan(storage: TycheStorage, experiment_id: str, round_: int) -> tuple[pd.DataFrame, Plan]:
+def _typed_rows_and_plan(storage: TycheStorage, spec: ExperimentSpec, round_: int) -> tuple[pd.DataFrame, Plan]:
+    """The round's typed assignment columns and covariates (no outcomes), and the plan that routed them."""
+    experiment_id = spec.id
     with connect(storage) as conn:
-        rows = load_visitors(conn, experiment_id, [round_])
+        rows = load_visitors(conn, experiment_id, [round_], columns=[*ASSIGNMENT_COLUMNS, *spec.covariate_names])
         plan_json = plan_in_force_json(conn, experiment_id, round_)
     if plan_json is None:
         raise dg.Failure(f"no plan in force for {experiment_id} round {round_}: register the experiment first")
@@ -80,8 +84,7 @@ def round_visitors_quality(context: dg.AssetCheckExecutionContext, storage: Tych
 def round_visitors_sample_ratio(context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
     """Chi-square of visitors per cell, and of arms within each (cell, segment), against the plan in force."""
     experiment_id, round_ = experiment_and_round(context)
-    experiments.spec(experiment_id)
-    rows, plan = _typed_rows_and_plan(storage, experiment_id, round_)
+    rows, plan = _typed_rows_and_plan(storage, experiments.spec(experiment_id), round_)
     if rows.empty:
         message = "rows could not be normalised (see round_visitors_quality): sample ratio not testable"
         return _result(context, storage, experiment_id, round_, False, message, {})
@@ -107,8 +110,7 @@ def round_visitors_sample_ratio(context: dg.AssetCheckExecutionContext, storage:
 def round_visitors_probabilities(context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
     """Recorded assignment probabilities (and segments) equal the ones the plan in force implies."""
     experiment_id, round_ = experiment_and_round(context)
-    experiments.spec(experiment_id)
-    rows, plan = _typed_rows_and_plan(storage, experiment_id, round_)
+    rows, plan = _typed_rows_and_plan(storage, experiments.spec(experiment_id), round_)
     if rows.empty:
         message = "rows could not be normalised (see round_visitors_quality): probabilities not testable"
         return _result(context, storage, experiment_id, round_, False, message, {})
