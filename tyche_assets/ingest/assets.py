@@ -16,11 +16,15 @@ from ..experiments.plans import ensure_initial_plan
 
 def _raw_for_storage(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows as received, with mixed-type columns kept as text so any input can be stored for investigation."""
-    out = rows.copy()
-    for col in out.columns:
-        if out[col].dtype == object:
-            out[col] = out[col].map(lambda v: None if pd.isna(v) else str(v)).astype("string")
-    return out
+    return pd.DataFrame({col: _as_text(rows[col]) if rows[col].dtype == object else rows[col] for col in rows.columns})
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """An object column as nullable text: ``str(v)`` of every value, nulls kept null."""
+    if pd.api.types.infer_dtype(values, skipna=True) == "string":
+        # Already text (the common case): a vectorised conversion, the same values as str() gives.
+        return values.astype("string")
+    return values.map(lambda v: None if pd.isna(v) else str(v)).astype("string")
 
 
 @dg.asset(
@@ -62,11 +66,12 @@ def round_visitors(context: dg.AssetExecutionContext, storage: TycheStorage, exp
     with connect(storage) as conn:
         ensure_initial_plan(conn, storage, spec)
         if typed is not None:
-            typed = typed[[c for c in keep if c in typed.columns]].copy()
+            # validate_rows returned a copy of its own: set the columns there, then keep only the stored ones.
             typed["experiment_id"] = experiment_id
             typed["round"] = round_
             if "assigned_at" in typed.columns:
                 typed["assigned_at"] = pd.to_datetime(typed["assigned_at"], utc=True)
+            typed = typed[[c for c in keep if c in typed.columns]]
             replace_partition(conn, table, experiment_id, round_, typed)
         elif table_exists(conn, table):
             # Earlier typed rows of this round no longer describe what was received.
