@@ -22,7 +22,9 @@ class TycheStorage(dg.ConfigurableResource):
 
     Layout under ``root``: ``experiments/`` (specs), ``landing/`` (default landing source),
     ``storage/tyche.duckdb``, ``storage/raw/<exp>/rNNN.parquet`` (rows as received),
-    ``storage/posteriors/<exp>/rNNN.nc``, ``plans/<exp>/rNNN.json``, ``reports/<exp>/rNNN.json``.
+    ``storage/posteriors/<exp>/rNNN.nc`` (draws) with ``rNNN.model.parquet`` (the frame the model
+    was fitted on) and ``rNNN.profiles.parquet`` (covariate profiles of the rows, with visitor
+    counts), ``plans/<exp>/rNNN.json``, ``reports/<exp>/rNNN.json``.
     """
 
     root: str
@@ -42,6 +44,12 @@ class TycheStorage(dg.ConfigurableResource):
 
     def posterior_path(self, experiment_id: str, round_key: str) -> Path:
         return self.path("storage", "posteriors", experiment_id, f"{round_key}.nc")
+
+    def posterior_model_data_path(self, experiment_id: str, round_key: str) -> Path:
+        return self.path("storage", "posteriors", experiment_id, f"{round_key}.model.parquet")
+
+    def posterior_profiles_path(self, experiment_id: str, round_key: str) -> Path:
+        return self.path("storage", "posteriors", experiment_id, f"{round_key}.profiles.parquet")
 
     def tree_path(self, experiment_id: str, round_key: str) -> Path:
         return self.path("storage", "trees", experiment_id, f"{round_key}.json")

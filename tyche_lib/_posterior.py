@@ -9,6 +9,7 @@ model-scale profiles, never through bambi's per-row ``predict``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -106,10 +107,14 @@ class _BambiPosterior(Posterior):
         The model: formulas, family, covariate coding, counts or rows.
     model : bambi.Model
         The unfitted model; its formulae designs code new profiles exactly as the fitted data.
+    model_data : DataFrame
+        The frame bambi fitted (see :meth:`ModelDescription.model_data`): saved with the draws, it
+        rebuilds the posterior without the rows (:meth:`from_model_data`).
     """
 
     description: ModelDescription | None = None
     model: Any = field(default=None, repr=False)
+    model_data: pd.DataFrame | None = field(default=None, repr=False)
     _coefficient_cache: dict = field(default_factory=dict, init=False, repr=False)
 
     # bambi component of the linear predictor each family reads (the parent parameter).
@@ -210,36 +215,57 @@ class _BambiPosterior(Posterior):
         ValueError
             The file has no Tyche model description, its family is not ``cls``'s, or ``rows``
             are not the rows it was fitted on.
-        """
-        import arviz as az
 
-        idata = az.from_netcdf(str(path))
-        # Read everything now: the file may be replaced by the next fit while this result lives.
-        for group in idata.groups():
-            idata[group].load()
-        raw = idata.posterior.attrs.get(MODEL_INFO_ATTR)
-        if raw is None:
-            raise ValueError(f"{path}: no '{MODEL_INFO_ATTR}' attribute; not a posterior saved by Tyche")
-        info = json.loads(raw)
-        description = ModelDescription.from_dict(info["description"])
-        result_type = _RESULT_TYPES[description.metric_family]
-        if cls is not _BambiPosterior and result_type is not cls:
-            raise ValueError(f"{path}: holds a {result_type.__name__}, not a {cls.__name__}")
+        See Also
+        --------
+        from_model_data : the same without the rows, from the frame bambi fitted.
+        """
+        idata, info, description = _read_draws(path, cls)
         observed = _validated(rows, spec)
-        if description.data_hash(observed) != info["data_sha256"]:
+        data = description.model_data(observed)
+        if _model_data_sha256(data) != info["data_sha256"]:
             raise ValueError(
                 f"{path}: rows differ from the {info['n_rows']} rows the posterior was fitted on "
                 f"(got {len(observed)}); pass exactly those rows"
             )
-        return result_type(
-            spec=spec,
-            observed=observed,
-            idata=idata,
-            method=info["method"],
-            model_info=info,
-            description=description,
-            model=_bambi_model(description, description.model_data(observed)),
-        )
+        return _rebuilt(idata, info, description, spec, observed, data)
+
+    @classmethod
+    def from_model_data(
+        cls, path: str | Path, model_data: pd.DataFrame, spec: ExperimentSpec, observed: pd.DataFrame
+    ) -> _BambiPosterior:
+        """Rebuild a fitted posterior from its saved draws and the frame bambi fitted, without its rows.
+
+        Parameters
+        ----------
+        path : str or Path
+            A file written by :meth:`to_netcdf`.
+        model_data : DataFrame
+            The fitted posterior's :attr:`model_data` (for a binary metric, counts per profile × arm:
+            a few hundred rows however many visitors).
+        spec : ExperimentSpec
+        observed : DataFrame
+            Kept as :attr:`observed`, as given (not validated). The policy tree, the allocation and
+            the decision quantities read only its covariate columns, and not its row order: the
+            covariates of the fitted rows, in any order, give them the same results as the rows.
+
+        Returns
+        -------
+        BinaryPosterior, ContinuousPosterior or HurdlePosterior
+
+        Raises
+        ------
+        ValueError
+            The file has no Tyche model description, its family is not ``cls``'s, or
+            ``model_data`` is not the frame its draws were fitted on.
+        """
+        idata, info, description = _read_draws(path, cls)
+        if _model_data_sha256(model_data) != info["data_sha256"]:
+            raise ValueError(
+                f"{path}: model_data is not the frame the posterior was fitted on "
+                f"({len(model_data)} rows; the fit had {info['n_rows']} visitor rows)"
+            )
+        return _rebuilt(idata, info, description, spec, observed, model_data)
 
 
 @dataclass(eq=False)
@@ -298,6 +324,48 @@ _RESULT_TYPES: dict[str, type[_BambiPosterior]] = {
     "continuous": ContinuousPosterior,
     "hurdle": HurdlePosterior,
 }
+
+
+def _model_data_sha256(data: pd.DataFrame) -> str:
+    """SHA-256 of the frame bambi fits: ties stored draws to the data they came from.
+
+    Equal to ``ModelDescription.data_hash(rows)`` for ``data = description.model_data(rows)``.
+    """
+    return hashlib.sha256(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes()).hexdigest()
+
+
+def _read_draws(path: str | Path, cls: type) -> tuple[Any, dict, ModelDescription]:
+    """The draws of a saved posterior, fully read, with its fit facts and model description."""
+    import arviz as az
+
+    idata = az.from_netcdf(str(path))
+    # Read everything now: the file may be replaced by the next fit while this result lives.
+    for group in idata.groups():
+        idata[group].load()
+    raw = idata.posterior.attrs.get(MODEL_INFO_ATTR)
+    if raw is None:
+        raise ValueError(f"{path}: no '{MODEL_INFO_ATTR}' attribute; not a posterior saved by Tyche")
+    info = json.loads(raw)
+    description = ModelDescription.from_dict(info["description"])
+    result_type = _RESULT_TYPES[description.metric_family]
+    if cls is not _BambiPosterior and result_type is not cls:
+        raise ValueError(f"{path}: holds a {result_type.__name__}, not a {cls.__name__}")
+    return idata, info, description
+
+
+def _rebuilt(
+    idata, info: dict, description: ModelDescription, spec: ExperimentSpec, observed: pd.DataFrame, data: pd.DataFrame
+) -> _BambiPosterior:
+    return _RESULT_TYPES[description.metric_family](
+        spec=spec,
+        observed=observed,
+        idata=idata,
+        method=info["method"],
+        model_info=info,
+        description=description,
+        model=_bambi_model(description, data),
+        model_data=data,
+    )
 
 
 def _validated(rows: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
@@ -422,7 +490,7 @@ def fit_posterior(
         "tune": tune,
         "chains": chains,
         "seed": seed,
-        "data_sha256": description.data_hash(observed),
+        "data_sha256": _model_data_sha256(data),
     }
     for group in idata.groups():
         for attr in _CLOCK_ATTRS:
@@ -438,4 +506,5 @@ def fit_posterior(
         model_info={**model_info, "fit_seconds": fit_seconds},
         description=description,
         model=model,
+        model_data=data,
     )

@@ -75,6 +75,8 @@ class Posterior:
     method: str = "rows"
     fit_seconds: float = float("nan")
     model_info: dict = field(default_factory=dict)
+    # (observed, its profiles): consumers ask for the observed profiles several times per call.
+    _observed_profiles: tuple | None = field(default=None, init=False, repr=False)
 
     family: ClassVar[str] = "base"
 
@@ -108,9 +110,13 @@ class Posterior:
         return out
 
     def profiles(self, rows: pd.DataFrame | None = None) -> Profiles:
-        """Unique covariate profiles of ``rows`` (default: the observed rows)."""
-        rows = self.observed if rows is None else rows
-        return covariate_profiles(rows, self.spec.covariate_names)
+        """Unique covariate profiles of ``rows`` (default: the observed rows, grouped once and kept)."""
+        if rows is not None and rows is not self.observed:
+            return covariate_profiles(rows, self.spec.covariate_names)
+        # Kept with the frame they describe: assigning another frame to ``observed`` regroups.
+        if self._observed_profiles is None or self._observed_profiles[0] is not self.observed:
+            self._observed_profiles = (self.observed, covariate_profiles(self.observed, self.spec.covariate_names))
+        return self._observed_profiles[1]
 
     def iter_contrast_draws(
         self, rows: pd.DataFrame | None = None, *, chunk_rows: int = 50_000

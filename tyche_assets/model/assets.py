@@ -23,17 +23,66 @@ def posterior_version(posterior: Posterior) -> str:
     return array_version(*(post[v].values for v in sorted(post.data_vars)))
 
 
-def load_posterior(storage: TycheStorage, spec: ExperimentSpec, experiment_id: str, round_: int) -> Posterior:
-    """The posterior the ``posterior`` asset stored for this partition, rebuilt with its rows."""
+# Visitor-count column of the stored profiles: not an identifier, so it never names a covariate.
+PROFILE_VISITORS = "visitors (count)"
+
+
+def _rounds_used(storage: TycheStorage, experiment_id: str, round_: int) -> list[int]:
     with connect(storage) as conn:
         row = conn.execute(
             "SELECT rounds_used FROM posterior_fits WHERE experiment_id = ? AND round = ?", [experiment_id, round_]
         ).fetchall()[:1]
-        if not row:
-            raise dg.Failure(f"no posterior stored for {experiment_id} round {round_}: materialise 'posterior' first")
-        rows = load_visitors(conn, experiment_id, [int(r) for r in row[0][0].split(",")])
-    path = storage.posterior_path(experiment_id, round_key(round_))
-    return _RESULT_TYPES[spec.primary.family].from_netcdf(path, rows, spec)
+    if not row:
+        raise dg.Failure(f"no posterior stored for {experiment_id} round {round_}: materialise 'posterior' first")
+    return [int(r) for r in row[0][0].split(",")]
+
+
+def load_posterior(storage: TycheStorage, spec: ExperimentSpec, experiment_id: str, round_: int) -> Posterior:
+    """The posterior the ``posterior`` asset stored for this partition, rebuilt without reading its rows.
+
+    Its ``observed`` holds the covariates of the visitors it was fitted on, one row per visitor,
+    grouped by covariate profile: all the policy tree and the allocation read of it (see
+    ``from_model_data``).
+    """
+    _rounds_used(storage, experiment_id, round_)
+    key = round_key(round_)
+    profiles = pd.read_parquet(storage.posterior_profiles_path(experiment_id, key))
+    visitors = profiles.pop(PROFILE_VISITORS).to_numpy()
+    observed = profiles.take(np.repeat(np.arange(len(profiles)), visitors)).reset_index(drop=True)
+    fitted = _RESULT_TYPES[spec.primary.family].from_model_data(
+        storage.posterior_path(experiment_id, key),
+        pd.read_parquet(storage.posterior_model_data_path(experiment_id, key)),
+        spec,
+        observed,
+    )
+    if len(observed) != fitted.model_info["n_rows"]:
+        raise dg.Failure(
+            f"stored profiles of {experiment_id} round {round_} count {len(observed)} visitors, the posterior "
+            f"{fitted.model_info['n_rows']}: materialise 'posterior' again"
+        )
+    return fitted
+
+
+def load_posterior_with_rows(storage: TycheStorage, spec: ExperimentSpec, experiment_id: str, round_: int) -> Posterior:
+    """The stored posterior with every column of the rows it was fitted on (checked against its draws) as ``observed``."""
+    rounds = _rounds_used(storage, experiment_id, round_)
+    with connect(storage) as conn:
+        rows = load_visitors(conn, experiment_id, rounds)
+    return _RESULT_TYPES[spec.primary.family].from_netcdf(storage.posterior_path(experiment_id, round_key(round_)), rows, spec)
+
+
+def _save(storage: TycheStorage, fitted: Posterior, experiment_id: str, round_: int) -> None:
+    """Draws as NetCDF, with the frame they were fitted on and the covariate profiles of the rows.
+
+    With those two small files the consumers rebuild the posterior without reading the rows again.
+    """
+    key = round_key(round_)
+    fitted.to_netcdf(storage.posterior_path(experiment_id, key))
+    fitted.model_data.to_parquet(storage.posterior_model_data_path(experiment_id, key))
+    profiles = fitted.profiles()
+    profiles.frame.assign(**{PROFILE_VISITORS: profiles.counts}).to_parquet(
+        storage.posterior_profiles_path(experiment_id, key), index=False
+    )
 
 
 @dg.asset(
@@ -59,10 +108,10 @@ def posterior(context: dg.AssetExecutionContext, storage: TycheStorage, experime
                 f"round {round_} of {experiment_id} has not passed its blocking checks: "
                 "materialise round_visitors with its checks first"
             )
-        rows = load_visitors(conn, experiment_id, rounds)
+        rows = load_visitors(conn, experiment_id, rounds, columns=["arm", *spec.covariate_names, spec.primary.name])
     seed = derive_seed(experiment_id, round_, "posterior")
     fitted = fit_posterior(rows, spec, seed=seed)
-    fitted.to_netcdf(storage.posterior_path(experiment_id, round_key(round_)))
+    _save(storage, fitted, experiment_id, round_)
     version = posterior_version(fitted)
     summary = fitted.summary()
     coefficients = summary.coefficients.reset_index(names="parameter")

@@ -27,7 +27,7 @@ from tyche_lib import (
     recommend,
 )
 
-from ..model.assets import load_posterior
+from ..model.assets import load_posterior_with_rows
 from ..partitions import experiment_and_round, experiment_round_partitions, previous_round, round_key, rounds_up_to
 from ..policy.assets import load_tree, policy_tree
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
@@ -136,7 +136,7 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
     decision = spec.decision
-    fitted = load_posterior(storage, spec, experiment_id, round_)
+    fitted = load_posterior_with_rows(storage, spec, experiment_id, round_)
     tree = load_tree(storage, experiment_id, round_)
     rows = fitted.observed  # every usable round <= r, as the posterior saw them
     rounds = sorted(int(r) for r in rows["round"].unique())
