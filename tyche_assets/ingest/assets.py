@@ -15,8 +15,13 @@ from ..experiments.plans import ensure_initial_plan
 
 
 def _raw_for_storage(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows as received, with mixed-type columns kept as text so any input can be stored for investigation."""
-    return pd.DataFrame({col: _as_text(rows[col]) if rows[col].dtype == object else rows[col] for col in rows.columns})
+    """Rows as received, with mixed-type columns kept as text so any input can be stored for investigation.
+
+    The other columns are shared with ``rows``, not copied: neither frame is modified afterwards.
+    """
+    return pd.DataFrame(
+        {col: _as_text(rows[col]) if rows[col].dtype == object else rows[col] for col in rows.columns}, copy=False
+    )
 
 
 def _as_text(values: pd.Series) -> pd.Series:
