@@ -188,6 +188,15 @@ class _BambiPosterior(Posterior):
             fit_seconds=self.fit_seconds,
         )
 
+    def fitted_on(self, rows: pd.DataFrame) -> bool:
+        """Whether ``rows`` are the rows this posterior was fitted on, as far as the model sees them.
+
+        Compares the hash of their model frame (arm, covariates, primary metric; for a row-level
+        fit, their order too) with the one stored with the draws. ``rows`` must be validated
+        (e.g. read back from where validated rows were stored): they are not checked here.
+        """
+        return _model_data_sha256(self.description.model_data(rows)) == self.model_info["data_sha256"]
+
     def to_netcdf(self, path: str | Path) -> Path:
         """Save the draws (with the model description) to NetCDF; rebuild with :meth:`from_netcdf`."""
         self.idata.to_netcdf(str(path))

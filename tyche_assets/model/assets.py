@@ -45,16 +45,10 @@ def load_posterior(storage: TycheStorage, spec: ExperimentSpec, experiment_id: s
     ``from_model_data``).
     """
     _rounds_used(storage, experiment_id, round_)
-    key = round_key(round_)
-    profiles = pd.read_parquet(storage.posterior_profiles_path(experiment_id, key))
+    profiles = pd.read_parquet(storage.posterior_profiles_path(experiment_id, round_key(round_)))
     visitors = profiles.pop(PROFILE_VISITORS).to_numpy()
     observed = profiles.take(np.repeat(np.arange(len(profiles)), visitors)).reset_index(drop=True)
-    fitted = _RESULT_TYPES[spec.primary.family].from_model_data(
-        storage.posterior_path(experiment_id, key),
-        pd.read_parquet(storage.posterior_model_data_path(experiment_id, key)),
-        spec,
-        observed,
-    )
+    fitted = _from_files(storage, spec, experiment_id, round_, observed)
     if len(observed) != fitted.model_info["n_rows"]:
         raise dg.Failure(
             f"stored profiles of {experiment_id} round {round_} count {len(observed)} visitors, the posterior "
@@ -63,12 +57,35 @@ def load_posterior(storage: TycheStorage, spec: ExperimentSpec, experiment_id: s
     return fitted
 
 
-def load_posterior_with_rows(storage: TycheStorage, spec: ExperimentSpec, experiment_id: str, round_: int) -> Posterior:
-    """The stored posterior with every column of the rows it was fitted on (checked against its draws) as ``observed``."""
+def load_posterior_with_rows(
+    storage: TycheStorage, spec: ExperimentSpec, experiment_id: str, round_: int, columns: list[str]
+) -> Posterior:
+    """The stored posterior with ``columns`` of the rows it was fitted on, in arrival order, as ``observed``.
+
+    The rows are read back from DuckDB (validated when stored) and checked against the draws.
+    """
     rounds = _rounds_used(storage, experiment_id, round_)
     with connect(storage) as conn:
-        rows = load_visitors(conn, experiment_id, rounds)
-    return _RESULT_TYPES[spec.primary.family].from_netcdf(storage.posterior_path(experiment_id, round_key(round_)), rows, spec)
+        rows = load_visitors(conn, experiment_id, rounds, columns=columns)
+    fitted = _from_files(storage, spec, experiment_id, round_, rows)
+    if not fitted.fitted_on(rows):
+        raise dg.Failure(
+            f"the stored rows of {experiment_id} rounds {rounds} are not the rows its round {round_} posterior was "
+            "fitted on (a round was ingested again since): materialise 'posterior' again"
+        )
+    return fitted
+
+
+def _from_files(
+    storage: TycheStorage, spec: ExperimentSpec, experiment_id: str, round_: int, observed: pd.DataFrame
+) -> Posterior:
+    key = round_key(round_)
+    return _RESULT_TYPES[spec.primary.family].from_model_data(
+        storage.posterior_path(experiment_id, key),
+        pd.read_parquet(storage.posterior_model_data_path(experiment_id, key)),
+        spec,
+        observed,
+    )
 
 
 def _save(storage: TycheStorage, fitted: Posterior, experiment_id: str, round_: int) -> None:

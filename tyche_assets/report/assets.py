@@ -107,6 +107,13 @@ def _history(storage: TycheStorage, spec: ExperimentSpec, round_: int) -> list[D
     return [DecisionQuantities.from_frame(g) for _, g in frame.groupby("round", sort=True)]
 
 
+def _report_columns(spec: ExperimentSpec) -> list[str]:
+    """What the report reads of the rows: arrival order, routing, covariates, every metric (not visitor ids)."""
+    pre_period = [spec.pre_period] if spec.pre_period else []
+    return ["round", "assigned_at", "cell", "segment_id", "arm", "assignment_prob", *spec.covariate_names,
+            *(m.name for m in spec.metrics), *pre_period]
+
+
 def _segment_effects(rows: pd.DataFrame, spec: ExperimentSpec, segments: np.ndarray) -> pd.DataFrame:
     parts = []
     for seg in pd.unique(segments):
@@ -136,7 +143,7 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
     decision = spec.decision
-    fitted = load_posterior_with_rows(storage, spec, experiment_id, round_)
+    fitted = load_posterior_with_rows(storage, spec, experiment_id, round_, _report_columns(spec))
     tree = load_tree(storage, experiment_id, round_)
     rows = fitted.observed  # every usable round <= r, as the posterior saw them
     rounds = sorted(int(r) for r in rows["round"].unique())
