@@ -1,5 +1,6 @@
 """posterior: the Bayesian heterogeneous-effect model, refitted on all usable rounds <= r."""
 
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -45,10 +46,11 @@ def load_posterior(storage: TycheStorage, spec: ExperimentSpec, experiment_id: s
     ``from_model_data``).
     """
     _rounds_used(storage, experiment_id, round_)
-    profiles = pd.read_parquet(storage.posterior_profiles_path(experiment_id, round_key(round_)))
+    files = _posterior_files(storage, experiment_id, round_)
+    profiles = pd.read_parquet(files["profiles"])
     visitors = profiles.pop(PROFILE_VISITORS).to_numpy()
     observed = profiles.take(np.repeat(np.arange(len(profiles)), visitors)).reset_index(drop=True)
-    fitted = _from_files(storage, spec, experiment_id, round_, observed)
+    fitted = _from_files(files, spec, observed)
     if len(observed) != fitted.model_info["n_rows"]:
         raise dg.Failure(
             f"stored profiles of {experiment_id} round {round_} count {len(observed)} visitors, the posterior "
@@ -65,33 +67,45 @@ def load_posterior_with_rows(
     The rows are read back from DuckDB (validated when stored) and checked against the draws.
     """
     rounds = _rounds_used(storage, experiment_id, round_)
+    files = _posterior_files(storage, experiment_id, round_)
     with connect(storage) as conn:
         rows = load_visitors(conn, experiment_id, rounds, columns=columns)
-    fitted = _from_files(storage, spec, experiment_id, round_, rows)
+    fitted = _from_files(files, spec, rows)
     if not fitted.fitted_on(rows):
         raise dg.Failure(
             f"the stored rows of {experiment_id} rounds {rounds} are not the rows its round {round_} posterior was "
-            "fitted on (a round was ingested again since): materialise 'posterior' again"
+            "fitted on (was a round ingested again since?): materialise 'posterior' again"
         )
     return fitted
 
 
-def _from_files(
-    storage: TycheStorage, spec: ExperimentSpec, experiment_id: str, round_: int, observed: pd.DataFrame
-) -> Posterior:
+def _posterior_files(storage: TycheStorage, experiment_id: str, round_: int) -> dict[str, Path]:
     key = round_key(round_)
+    files = {
+        "draws": storage.posterior_path(experiment_id, key),
+        "model frame": storage.posterior_model_data_path(experiment_id, key),
+        "profiles": storage.posterior_profiles_path(experiment_id, key),
+    }
+    missing = [name for name, path in files.items() if not path.exists()]
+    if missing:
+        raise dg.Failure(
+            f"the posterior of {experiment_id} round {round_} has no stored {' or '.join(missing)} (stored by an "
+            "older version of the posterior asset?): materialise 'posterior' again"
+        )
+    return files
+
+
+def _from_files(files: dict[str, Path], spec: ExperimentSpec, observed: pd.DataFrame) -> Posterior:
     return _RESULT_TYPES[spec.primary.family].from_model_data(
-        storage.posterior_path(experiment_id, key),
-        pd.read_parquet(storage.posterior_model_data_path(experiment_id, key)),
-        spec,
-        observed,
+        files["draws"], pd.read_parquet(files["model frame"]), spec, observed
     )
 
 
 def _save(storage: TycheStorage, fitted: Posterior, experiment_id: str, round_: int) -> None:
     """Draws as NetCDF, with the frame they were fitted on and the covariate profiles of the rows.
 
-    With those two small files the consumers rebuild the posterior without reading the rows again.
+    With those the consumers rebuild the posterior without reading the rows again. Both are small
+    for a binary metric (counts per profile × arm); a row-level fit's frame is one row per visitor.
     """
     key = round_key(round_)
     fitted.to_netcdf(storage.posterior_path(experiment_id, key))
@@ -106,7 +120,7 @@ def _save(storage: TycheStorage, fitted: Posterior, experiment_id: str, round_: 
     partitions_def=experiment_round_partitions,
     deps=[round_visitors],
     pool=DUCKDB_POOL,
-    code_version="posterior-1",
+    code_version="posterior-2",
     group_name="model",
     kinds={"pymc", "duckdb"},
 )
