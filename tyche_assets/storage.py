@@ -65,6 +65,11 @@ TABLES = {
             experiment_id VARCHAR, round INTEGER, metric VARCHAR, role VARCHAR, segment_id VARCHAR,
             arm VARCHAR, estimate DOUBLE, lower DOUBLE, upper DOUBLE, p_value DOUBLE,
             q_value DOUBLE, significant BOOLEAN)""",
+    "held_out_segment_effects": """
+        CREATE TABLE IF NOT EXISTS held_out_segment_effects (
+            experiment_id VARCHAR, round INTEGER, segment_id VARCHAR, rule_text VARCHAR,
+            treatment VARCHAR, n_control BIGINT, n_treatment BIGINT, mean DOUBLE, sd DOUBLE,
+            lower_50 DOUBLE, upper_50 DOUBLE, lower_90 DOUBLE, upper_90 DOUBLE, prob_positive DOUBLE)""",
 }
 
 

@@ -39,6 +39,17 @@ def test_three_rounds_concentrate_on_the_true_best_arm(project):
         assert all(e["lower"] is None or e["lower"] <= e["estimate"] <= e["upper"] for e in primary)
         assert {e["segment_id"] for e in report["segment_effects"]} == set(plan.segment_ids)
         assert [g["metric"] for g in report["guardrails"]] == ["latency_ms"] * 3
+        # Held out: the segments of the plan that routed this round, scored on this round's rows only.
+        routed_by = Plan.from_json(published_plan(project, "flip", round_))
+        held_out = report["held_out_segment_effects"]
+        assert {e["segment_id"] for e in held_out} == set(rows["segment_id"]) <= set(routed_by.segment_ids)
+        counts = rows.groupby(["segment_id", "arm"]).size()
+        for e in held_out:
+            assert e["rule_text"] == str(routed_by.segment(e["segment_id"]).rule)
+            assert (e["n_control"], e["n_treatment"]) == (counts[e["segment_id"], "control"], counts[e["segment_id"], e["treatment"]])
+            assert e["lower_90"] <= e["lower_50"] <= e["mean"] <= e["upper_50"] <= e["upper_90"]
+        stored = project.query("SELECT * FROM held_out_segment_effects WHERE experiment_id = 'flip' AND round = ?", [round_])
+        assert len(stored) == len(held_out) == 3 * len(set(rows["segment_id"]))
 
     # Optimized traffic that lands on each visitor's true best arm, under the last plan versus uniform (1/4).
     rows = project.simulate("flip", 4, 20_000)

@@ -53,7 +53,7 @@ def load_allocation(storage: TycheStorage, experiment_id: str, round_: int, arms
     partitions_def=experiment_round_partitions,
     deps=[posterior],
     pool=DUCKDB_POOL,
-    code_version="policy_tree-1",
+    code_version="policy_tree-2",
     group_name="policy",
     kinds={"sklearn"},
 )
@@ -63,7 +63,10 @@ def policy_tree(context: dg.AssetExecutionContext, storage: TycheStorage, experi
     spec = experiments.spec(experiment_id)
     fitted = load_posterior(storage, spec, experiment_id, round_)
     seed = derive_seed(experiment_id, round_, "policy_tree")
-    tree = fit_policy_tree(fitted, max_depth=spec.max_depth, min_segment_share=spec.min_segment_share, seed=seed)
+    tree = fit_policy_tree(
+        fitted, max_depth=spec.max_depth, min_segment_share=spec.min_segment_share, seed=seed,
+        split_confidence=spec.split_confidence,
+    )
     text = json.dumps(tree.to_dict(), sort_keys=True, indent=2)
     version = text_version(text)
     write_text_atomic(storage.tree_path(experiment_id, round_key(round_)), text)

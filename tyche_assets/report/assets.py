@@ -23,15 +23,17 @@ from tyche_lib import (
     expected_value_of_one_more_round,
     mad_confidence_path,
     plot_effects_over_rounds,
+    Plan,
     png_markdown,
     recommend,
+    segment_effects,
 )
 
 from ..model.assets import load_posterior_with_rows
 from ..partitions import experiment_and_round, experiment_round_partitions, previous_round, round_key, rounds_up_to
 from ..policy.assets import load_tree, policy_tree
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, replace_partition, write_text_atomic
+from ..storage import connect, plan_in_force_json, replace_partition, write_text_atomic
 
 
 def _clean(value):
@@ -51,7 +53,14 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return _clean(frame.astype(object).where(frame.notna(), None).to_dict("records"))
 
 
-def _store_report(storage: TycheStorage, experiment_id: str, round_: int, report: dict, effects: pd.DataFrame, run_id: str) -> None:
+HELD_OUT_COLUMNS = ["segment_id", "rule_text", "treatment", "n_control", "n_treatment", "mean", "sd",
+                    "lower_50", "upper_50", "lower_90", "upper_90", "prob_positive"]
+
+
+def _store_report(
+    storage: TycheStorage, experiment_id: str, round_: int, report: dict, effects: pd.DataFrame,
+    held_out: pd.DataFrame, run_id: str,
+) -> None:
     text = json.dumps(_clean(report), sort_keys=True, indent=2) + "\n"
     row = pd.DataFrame(
         [{"experiment_id": experiment_id, "round": round_, "recommendation": report["recommendation"]["decision"],
@@ -60,6 +69,10 @@ def _store_report(storage: TycheStorage, experiment_id: str, round_: int, report
     with connect(storage) as conn:
         replace_partition(conn, "reports", experiment_id, round_, row)
         replace_partition(conn, "report_effects", experiment_id, round_, effects)
+        replace_partition(
+            conn, "held_out_segment_effects", experiment_id, round_,
+            held_out.assign(experiment_id=experiment_id, round=round_),
+        )
     write_text_atomic(storage.report_path(experiment_id, round_key(round_)), text)
 
 
@@ -76,7 +89,10 @@ def write_halt_report(storage: TycheStorage, experiment_id: str, round_: int, me
     )
     report = {"experiment_id": experiment_id, "round": round_, "recommendation": _recommendation_dict(rec),
               "effects": [], "guardrails": [], "decision_quantities": []}
-    _store_report(storage, experiment_id, round_, report, _effects_table(experiment_id, round_, pd.DataFrame()), run_id)
+    _store_report(
+        storage, experiment_id, round_, report, _effects_table(experiment_id, round_, pd.DataFrame()),
+        pd.DataFrame(columns=HELD_OUT_COLUMNS), run_id,
+    )
 
 
 EFFECT_COLUMNS = ["metric", "role", "segment_id", "arm", "estimate", "lower", "upper", "p_value", "q_value", "discovery"]
@@ -114,6 +130,13 @@ def _report_columns(spec: ExperimentSpec) -> list[str]:
             *(m.name for m in spec.metrics), *pre_period]
 
 
+def _held_out_segment_effects(rows: pd.DataFrame, spec: ExperimentSpec, plan: Plan, seed: int) -> pd.DataFrame:
+    """The plan in force's segments scored on this round alone: data the tree that chose them never saw."""
+    table = segment_effects(rows, spec, seed=seed).table
+    rules = {s.id: str(s.rule) for s in plan.segments}
+    return table.assign(rule_text=table["segment_id"].map(rules)).reindex(columns=HELD_OUT_COLUMNS)
+
+
 def _segment_effects(rows: pd.DataFrame, spec: ExperimentSpec, segments: np.ndarray) -> pd.DataFrame:
     parts = []
     for seg in pd.unique(segments):
@@ -131,7 +154,7 @@ def _segment_effects(rows: pd.DataFrame, spec: ExperimentSpec, segments: np.ndar
     partitions_def=experiment_round_partitions,
     deps=[policy_tree],
     pool=DUCKDB_POOL,
-    code_version="round_report-1",
+    code_version="round_report-2",
     group_name="report",
     kinds={"json", "duckdb"},
 )
@@ -139,6 +162,10 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     """Effects per treatment overall and per segment (anytime-valid interval, always-valid p-value,
     BH decision), guardrail verdicts, P(best), expected loss, the value of one more round and the
     SHIP / CONTINUE / STOP recommendation; written to DuckDB and ``reports/<experiment>/rNNN.json``.
+
+    ``held_out_segment_effects`` scores the segments of the plan that governed round r on round r's
+    rows only (``segment_effects``), the intervals to quote for a segment: the per-segment effects
+    over all rounds use the segments just found on those same rows and inherit the selection.
     """
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
@@ -152,18 +179,23 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
             "SELECT passed, message FROM round_checks WHERE experiment_id = ? AND round = ? AND check_name = ?",
             [experiment_id, round_, "round_visitors_sample_ratio"],
         ).fetchall()
+        plan_json = plan_in_force_json(conn, experiment_id, round_)
     sample_ratio_ok = bool(srm[0][0]) if srm else True
 
     metrics = analyze_metrics(rows, spec, t_star=decision.planned_visitors, alpha=decision.alpha, fdr=decision.fdr)
     segments = tree.segment_of(rows)
-    segment_effects = _segment_effects(rows, spec, segments)
+    tree_segment_effects = _segment_effects(rows, spec, segments)
+    this_round = rows[rows["round"] == round_]
+    held_out = (
+        _held_out_segment_effects(this_round, spec, Plan.from_json(plan_json), derive_seed(experiment_id, round_, "segment_effects"))
+        if plan_json is not None else pd.DataFrame(columns=HELD_OUT_COLUMNS)
+    )
     quantities = decision_quantities(fitted, segments=segments, round=round_)
     history = [*_history(storage, spec, round_), quantities]
     rec = recommend(
         sample_ratio_ok, metrics, history, loss_threshold=decision.loss_threshold, prob_best=decision.prob_best,
         sustained_rounds=decision.sustained_rounds, stop_prob=decision.stop_prob,
     )
-    this_round = rows[rows["round"] == round_]
     arm_share = this_round["arm"].value_counts(normalize=True).reindex(spec.arms).fillna(0.0) + 1e-9
     variance = rows.groupby("arm", observed=True)[spec.primary.name].var().reindex(spec.arms).fillna(0.0) + 1e-12
     value = expected_value_of_one_more_round(
@@ -172,7 +204,7 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     )
 
     overall = metrics.effects.assign(segment_id=None)
-    effects = pd.concat([overall, segment_effects], ignore_index=True)
+    effects = pd.concat([overall, tree_segment_effects], ignore_index=True)
     table = _effects_table(experiment_id, round_, effects)
     dq = quantities.to_frame()
     with connect(storage) as conn:
@@ -184,14 +216,15 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
         "rows": len(rows),
         "recommendation": _recommendation_dict(rec),
         "effects": _records(overall[EFFECT_COLUMNS[:2] + EFFECT_COLUMNS[3:]]),
-        "segment_effects": _records(segment_effects.reindex(columns=EFFECT_COLUMNS)),
+        "segment_effects": _records(tree_segment_effects.reindex(columns=EFFECT_COLUMNS)),
+        "held_out_segment_effects": _records(held_out),
         "segments": [s.to_dict() for s in tree.segments],
         "guardrails": _records(metrics.guardrails),
         "decision_quantities": _records(dq),
         "value_of_one_more_round": {"value": value.value, "expected_loss_now": value.expected_loss_now,
                                     "visitors": value.visitors},
     }
-    _store_report(storage, experiment_id, round_, report, table, context.run.run_id)
+    _store_report(storage, experiment_id, round_, report, table, held_out, context.run.run_id)
 
     path = mad_confidence_path(
         rows, outcome=spec.primary.name, control=spec.control, t_star=decision.planned_visitors,
@@ -205,6 +238,9 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in rec.reasons)),
             "primary_effects": dg.MetadataValue.md(
                 primary[["arm", "estimate", "lower", "upper", "p_value", "q_value", "discovery"]].round(5).to_markdown(index=False)
+            ),
+            "held_out_segment_effects": dg.MetadataValue.md(
+                held_out.round(5).to_markdown(index=False) if len(held_out) else "no plan in force"
             ),
             "guardrails": dg.MetadataValue.md(metrics.guardrails.round(5).to_markdown(index=False) if len(metrics.guardrails) else "none"),
             "prob_best": dg.MetadataValue.json(_clean(quantities.prob_best.round(4).to_dict())),
