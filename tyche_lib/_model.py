@@ -8,7 +8,6 @@ bucketed, standardised and coded exactly as the rows the posterior was fitted on
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -175,11 +174,6 @@ class ModelDescription:
         counts[self.SUCCESSES] = counts[self.SUCCESSES].astype(np.int64)
         counts[self.TRIALS] = counts[self.TRIALS].astype(np.int64)
         return counts
-
-    def data_hash(self, rows: pd.DataFrame) -> str:
-        """SHA-256 of the fitted frame: ties stored draws to the rows they came from."""
-        data = self.model_data(rows)
-        return hashlib.sha256(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, stored with the draws."""

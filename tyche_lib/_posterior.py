@@ -336,10 +336,7 @@ _RESULT_TYPES: dict[str, type[_BambiPosterior]] = {
 
 
 def _model_data_sha256(data: pd.DataFrame) -> str:
-    """SHA-256 of the frame bambi fits: ties stored draws to the data they came from.
-
-    Equal to ``ModelDescription.data_hash(rows)`` for ``data = description.model_data(rows)``.
-    """
+    """SHA-256 of the frame bambi fits (``ModelDescription.model_data``): ties stored draws to their data."""
     return hashlib.sha256(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes()).hexdigest()
 
 
