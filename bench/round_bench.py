@@ -237,7 +237,7 @@ def accumulated_rows(n: int, seed: int) -> AccumulatedRows:
     warmup_seconds = _warmup_fit(first, spec)
     start = time.perf_counter()
     pilot = fit_posterior(first, spec, draws=PILOT_DRAWS, tune=PILOT_DRAWS, chains=1, seed=seed)
-    tree = fit_policy_tree(pilot, spec.max_depth, spec.min_segment_share, seed=seed)
+    tree = fit_policy_tree(pilot, spec.max_depth, spec.min_segment_share, seed=seed, split_confidence=spec.split_confidence)
     plan = build_plan(spec, 2, tree, thompson_allocation(pilot, tree.segments, spec.epsilon))
     pilot_seconds = time.perf_counter() - start
     newest = simulate.simulate_round(scenario, plan, n - n_first, 2, rng=seed + 1)
@@ -281,7 +281,9 @@ def worker_round(n: int, seed: int) -> dict:
         probabilities_ok = recorder.run("probability check", probability_check)
         posterior = recorder.run("fit_posterior", lambda: fit_posterior(data.rows, spec, seed=seed))
         tree = recorder.run(
-            "fit_policy_tree", lambda: fit_policy_tree(posterior, spec.max_depth, spec.min_segment_share, seed=seed)
+            "fit_policy_tree", lambda: fit_policy_tree(
+                posterior, spec.max_depth, spec.min_segment_share, seed=seed, split_confidence=spec.split_confidence
+            )
         )
         allocation = recorder.run(
             "thompson_allocation", lambda: thompson_allocation(posterior, tree.segments, spec.epsilon)
@@ -470,7 +472,9 @@ def worker_family(scenario_name: str, n: int, seed: int) -> dict:
     recorder = StageRecorder()
     posterior = recorder.run("fit_posterior", lambda: fit_posterior(rows, spec, seed=seed))
     tree = recorder.run(
-        "fit_policy_tree", lambda: fit_policy_tree(posterior, spec.max_depth, spec.min_segment_share, seed=seed)
+        "fit_policy_tree", lambda: fit_policy_tree(
+                posterior, spec.max_depth, spec.min_segment_share, seed=seed, split_confidence=spec.split_confidence
+            )
     )
     allocation = recorder.run("thompson_allocation", lambda: thompson_allocation(posterior, tree.segments, spec.epsilon))
     recorder.run("build_plan + to_json", lambda: build_plan(spec, 2, tree, allocation).to_json())
