@@ -837,7 +837,11 @@ def _guardrail_verdict(lower: float, upper: float, guardrail: Guardrail) -> tupl
 
 def _arrival_order(rows: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in ("round", "assigned_at") if c in rows.columns]
-    return rows.sort_values(keys, kind="mergesort") if keys else rows
+    if not keys:
+        return rows
+    # Stored rows come back in arrival order already: checking is a linear pass, sorting is not.
+    order = pd.MultiIndex.from_frame(rows[keys]) if len(keys) > 1 else pd.Index(rows[keys[0]])
+    return rows if order.is_monotonic_increasing else rows.sort_values(keys, kind="mergesort")
 
 
 def analyze_metrics(
