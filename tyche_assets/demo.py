@@ -54,6 +54,18 @@ def _summary(
         rec = report["recommendation"]
         lines.append(f"  report: {rec['decision']}{' ' + rec['arm'] if rec['arm'] else ''}")
         lines.extend(f"    - {reason}" for reason in rec["reasons"])
+        held_out = pd.DataFrame(report.get("held_out_segment_effects") or [])
+        if len(held_out):
+            # The segments that routed this round, scored on it alone, next to the simulation's truth.
+            truth = pd.DataFrame(simulate.true_contrasts(scenario, rows), columns=list(scenario.treatments))
+            truth = truth.groupby(rows["segment_id"].to_numpy()).mean()
+            lines.append("  held-out segment effects (90% interval; true average effect of the members):")
+            for segment_id, group in held_out.groupby("segment_id", sort=True):
+                effects = "  ".join(
+                    f"{e.treatment} {e.mean:+.3f} [{e.lower_90:+.3f}, {e.upper_90:+.3f}] (true {truth.loc[segment_id, e.treatment]:+.3f})"
+                    for e in group.itertuples(index=False)
+                )
+                lines.append(f"    {segment_id:<4} {effects}")
     if plan_next is None:
         lines.append("  no plan published: the plan in force stays in force")
         return "\n".join(lines)
