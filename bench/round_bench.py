@@ -217,6 +217,18 @@ class AccumulatedRows:
     pilot_seconds: float
 
 
+def model_stages(recorder: "StageRecorder", rows, spec, seed: int, governs_round: int):
+    """Time the round's model stages: posterior, policy tree, allocation, plan; returns (posterior, tree, plan JSON)."""
+    from tyche_lib import build_plan, fit_policy_tree, fit_posterior, thompson_allocation
+
+    posterior = recorder.run("fit_posterior", lambda: fit_posterior(rows, spec, seed=seed))
+    tree = recorder.run("fit_policy_tree", lambda: fit_policy_tree(
+        posterior, spec.max_depth, spec.min_segment_share, seed=seed, split_confidence=spec.split_confidence))
+    allocation = recorder.run("thompson_allocation", lambda: thompson_allocation(posterior, tree.segments, spec.epsilon))
+    plan_json = recorder.run("build_plan + to_json", lambda: build_plan(spec, governs_round, tree, allocation).to_json())
+    return posterior, tree, plan_json
+
+
 def accumulated_rows(n: int, seed: int) -> AccumulatedRows:
     """``n`` visitors over two rounds; the plan for round 2 comes from a short fit on round 1."""
     import pandas as pd
@@ -248,16 +260,7 @@ def worker_round(n: int, seed: int) -> dict:
     """Every library stage of one round at ``n`` accumulated visitors, best of ROUND_REPEATS rounds."""
     import numpy as np
 
-    from tyche_lib import (
-        build_plan,
-        fit_policy_tree,
-        fit_posterior,
-        quality_check,
-        sample_ratio_check,
-        simulate,
-        thompson_allocation,
-        validate_rows,
-    )
+    from tyche_lib import quality_check, sample_ratio_check, simulate, validate_rows
 
     spec = _spec(simulate.segment_flip())
     memory = MemoryProbe()
@@ -279,16 +282,7 @@ def worker_round(n: int, seed: int) -> dict:
                         and (segments == typed["segment_id"].to_numpy(dtype=object)).all())
 
         probabilities_ok = recorder.run("probability check", probability_check)
-        posterior = recorder.run("fit_posterior", lambda: fit_posterior(data.rows, spec, seed=seed))
-        tree = recorder.run(
-            "fit_policy_tree", lambda: fit_policy_tree(
-                posterior, spec.max_depth, spec.min_segment_share, seed=seed, split_confidence=spec.split_confidence
-            )
-        )
-        allocation = recorder.run(
-            "thompson_allocation", lambda: thompson_allocation(posterior, tree.segments, spec.epsilon)
-        )
-        plan_json = recorder.run("build_plan + to_json", lambda: build_plan(spec, 3, tree, allocation).to_json())
+        posterior, tree, plan_json = model_stages(recorder, data.rows, spec, seed, governs_round=3)
         summary = posterior.summary()
         return {
             "stages": [dataclasses.asdict(s) for s in recorder.stages],
@@ -456,28 +450,14 @@ def worker_thompson(seed: int) -> dict:
 
 def worker_family(scenario_name: str, n: int, seed: int) -> dict:
     """Row-level fit, tree, allocation and plan of a hurdle or continuous scenario, one round of ``n``."""
-    from tyche_lib import (
-        build_plan,
-        fit_policy_tree,
-        fit_posterior,
-        initial_plan,
-        simulate,
-        thompson_allocation,
-    )
+    from tyche_lib import initial_plan, simulate
 
     scenario = simulate.SCENARIOS[scenario_name]()
     spec = _spec(scenario)
     rows = simulate.simulate_round(scenario, initial_plan(spec), n, 1, rng=seed)
     warmup_seconds = _warmup_fit(rows.iloc[:2000], spec)
     recorder = StageRecorder()
-    posterior = recorder.run("fit_posterior", lambda: fit_posterior(rows, spec, seed=seed))
-    tree = recorder.run(
-        "fit_policy_tree", lambda: fit_policy_tree(
-                posterior, spec.max_depth, spec.min_segment_share, seed=seed, split_confidence=spec.split_confidence
-            )
-    )
-    allocation = recorder.run("thompson_allocation", lambda: thompson_allocation(posterior, tree.segments, spec.epsilon))
-    recorder.run("build_plan + to_json", lambda: build_plan(spec, 2, tree, allocation).to_json())
+    posterior, tree, _ = model_stages(recorder, rows, spec, seed, governs_round=2)
     summary = posterior.summary()
     return {
         "scenario": scenario_name,

@@ -422,6 +422,26 @@ def _difference_in_means_covered(observed: pd.DataFrame, spec, codes: np.ndarray
     return covered
 
 
+def _group_truth(scenario: Scenario, rows: pd.DataFrame, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group names, each row's group code, and each group's average true contrast (groups × treatments)."""
+    names, codes = np.unique(labels.astype(str), return_inverse=True)
+    contrasts = true_contrasts(scenario, rows)
+    truth = np.zeros((len(names), contrasts.shape[1]))
+    np.add.at(truth, codes, contrasts)
+    return names, codes, truth / np.bincount(codes, minlength=len(names))[:, None]
+
+
+def _interval_record(group: str, treatment: str, n: int, truth: float, bounds: dict, plain_covered: float) -> dict:
+    """One interval's calibration record; ``bounds`` maps each of INTERVAL_LEVELS to (lower, upper)."""
+    record = {"group": group, "treatment": treatment, "n": n, "truth": truth}
+    for level in INTERVAL_LEVELS:
+        lower, upper = bounds[level]
+        record[f"covered_{level:.0%}"] = bool(lower <= truth <= upper)
+        record[f"truth_above_{level:.0%}"] = bool(truth > upper)
+    record["difference_in_means_covered_90%"] = plain_covered
+    return record
+
+
 def _segment_intervals(posterior, scenario: Scenario, labels: np.ndarray, reference: bool) -> list[dict]:
     """Posterior quantiles and true value of each group's average contrast, per treatment.
 
@@ -430,45 +450,35 @@ def _segment_intervals(posterior, scenario: Scenario, labels: np.ndarray, refere
     With ``reference``, each record also says whether the difference-in-means interval covers.
     """
     observed = posterior.observed
-    names, codes = np.unique(labels.astype(str), return_inverse=True)
+    names, codes, truth = _group_truth(scenario, observed, labels)
     means, sizes = posterior.mean_contrast_draws(codes, len(names))
-    truth = np.zeros((len(names), len(posterior.treatments)))
-    np.add.at(truth, codes, true_contrasts(scenario, observed))
-    truth /= sizes[:, None]
     probs = sorted({q for level in INTERVAL_LEVELS for q in ((1 - level) / 2, (1 + level) / 2)})
     quantiles = dict(zip(probs, np.quantile(means, probs, axis=0)))  # each: groups × treatments
     plain = _difference_in_means_covered(observed, posterior.spec, codes, truth) if reference else None
-    out = []
-    for g, name in enumerate(names):
-        for t, treatment in enumerate(posterior.treatments):
-            record = {"group": str(name), "treatment": treatment, "n": int(sizes[g]), "truth": float(truth[g, t])}
-            for level in INTERVAL_LEVELS:
-                lower, upper = quantiles[(1 - level) / 2][g, t], quantiles[(1 + level) / 2][g, t]
-                record[f"covered_{level:.0%}"] = bool(lower <= truth[g, t] <= upper)
-                record[f"truth_above_{level:.0%}"] = bool(truth[g, t] > upper)
-            record["difference_in_means_covered_90%"] = float(plain[g, t]) if reference else float("nan")
-            out.append(record)
-    return out
+    return [
+        _interval_record(
+            str(name), treatment, int(sizes[g]), float(truth[g, t]),
+            {level: (quantiles[(1 - level) / 2][g, t], quantiles[(1 + level) / 2][g, t]) for level in INTERVAL_LEVELS},
+            float(plain[g, t]) if reference else float("nan"),
+        )
+        for g, name in enumerate(names)
+        for t, treatment in enumerate(posterior.treatments)
+    ]
 
 
 def _held_out_intervals(rows: pd.DataFrame, spec, scenario: Scenario, seed: int) -> list[dict]:
     """:func:`segment_effects` of one round's segments on that round, against the members' true contrasts."""
     effects = segment_effects(rows, spec, seed=seed, levels=INTERVAL_LEVELS).table
-    names, codes = np.unique(rows["segment_id"].astype(str).to_numpy(), return_inverse=True)
-    truth = np.zeros((len(names), len(spec.treatments)))
-    np.add.at(truth, codes, true_contrasts(scenario, rows))
-    truth /= np.bincount(codes)[:, None]
-    out = []
-    for e in effects.itertuples(index=False):
-        target = float(truth[np.searchsorted(names, e.segment_id), spec.treatments.index(e.treatment)])
-        record = {"group": e.segment_id, "treatment": e.treatment, "n": int(e.n_control + e.n_treatment), "truth": target}
-        for level in INTERVAL_LEVELS:
-            lower, upper = getattr(e, f"lower_{level * 100:g}"), getattr(e, f"upper_{level * 100:g}")
-            record[f"covered_{level:.0%}"] = bool(lower <= target <= upper)
-            record[f"truth_above_{level:.0%}"] = bool(target > upper)
-        record["difference_in_means_covered_90%"] = float("nan")
-        out.append(record)
-    return out
+    names, _, truth = _group_truth(scenario, rows, rows["segment_id"].to_numpy())
+    return [
+        _interval_record(
+            e.segment_id, e.treatment, int(e.n_control + e.n_treatment),
+            float(truth[np.searchsorted(names, e.segment_id), spec.treatments.index(e.treatment)]),
+            {level: (getattr(e, f"lower_{level * 100:g}"), getattr(e, f"upper_{level * 100:g}")) for level in INTERVAL_LEVELS},
+            float("nan"),
+        )
+        for e in effects.itertuples(index=False)
+    ]
 
 
 def _mad_records(scenario: Scenario, spec, rows: pd.DataFrame, t_star: int) -> list[dict]:
