@@ -42,10 +42,11 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -69,8 +70,20 @@ PILOT_DRAWS = 200
 # (C modules load from the ~/.pytensor cache) before anything is timed.
 WARMUP_ITERATIONS = 10
 EXPERIMENT_ID = "bench"
-KEY_PACKAGES = ("numpy", "pandas", "scipy", "pymc", "pytensor", "bambi", "arviz", "scikit-learn",
-                "great_expectations", "dagster", "duckdb", "pyarrow")
+KEY_PACKAGES = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "pymc",
+    "pytensor",
+    "bambi",
+    "arviz",
+    "scikit-learn",
+    "great_expectations",
+    "dagster",
+    "duckdb",
+    "pyarrow",
+)
 # Family-wise level of the agreement test between the aggregated and row-level posteriors.
 AGREEMENT_ALPHA = 0.01
 # Row-level bambi at 200k rows alone takes most of an hour on 2 shared cores.
@@ -171,8 +184,10 @@ class StageRecorder:
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         peak = self.memory.peak_mb() if self.memory.can_reset else None
         self.stages.append(StageTiming(name, seconds, cpu_seconds, before, self.memory.rss_mb(), peak))
-        print(f"    {name:<34} {seconds:8.2f} s (cpu {cpu_seconds:7.2f} s)  peak {peak or float('nan'):8.0f} MB",
-              flush=True)
+        print(
+            f"    {name:<34} {seconds:8.2f} s (cpu {cpu_seconds:7.2f} s)  peak {peak or float('nan'):8.0f} MB",
+            flush=True,
+        )
         return result
 
     def seconds(self, name: str) -> float:
@@ -202,7 +217,7 @@ def _warmup_fit(rows, spec, aggregate=None) -> float:
     from tyche_lib import fit_posterior
 
     start = time.perf_counter()
-    fit_posterior(rows, spec, draws=WARMUP_ITERATIONS, tune=WARMUP_ITERATIONS, chains=1, seed=0, aggregate=aggregate)
+    fit_posterior(rows, spec, draws=WARMUP_ITERATIONS, tune=WARMUP_ITERATIONS, chains=1, rng=0, aggregate=aggregate)
     return time.perf_counter() - start
 
 
@@ -217,15 +232,23 @@ class AccumulatedRows:
     pilot_seconds: float
 
 
-def model_stages(recorder: "StageRecorder", rows, spec, seed: int, governs_round: int):
+def model_stages(recorder: StageRecorder, rows, spec, seed: int, governs_round: int):
     """Time the round's model stages: posterior, policy tree, allocation, plan; returns (posterior, tree, plan JSON)."""
     from tyche_lib import build_plan, fit_policy_tree, fit_posterior, thompson_allocation
 
-    posterior = recorder.run("fit_posterior", lambda: fit_posterior(rows, spec, seed=seed))
-    tree = recorder.run("fit_policy_tree", lambda: fit_policy_tree(
-        posterior, spec.max_depth, spec.min_segment_share, seed=seed, split_confidence=spec.split_confidence))
-    allocation = recorder.run("thompson_allocation", lambda: thompson_allocation(posterior, tree.segments, spec.epsilon))
-    plan_json = recorder.run("build_plan + to_json", lambda: build_plan(spec, governs_round, tree, allocation).to_json())
+    posterior = recorder.run("fit_posterior", lambda: fit_posterior(rows, spec, rng=seed))
+    tree = recorder.run(
+        "fit_policy_tree",
+        lambda: fit_policy_tree(
+            posterior, spec.max_depth, spec.min_segment_share, rng=seed, split_confidence=spec.split_confidence
+        ),
+    )
+    allocation = recorder.run(
+        "thompson_allocation", lambda: thompson_allocation(posterior, tree.segments, spec.epsilon)
+    )
+    plan_json = recorder.run(
+        "build_plan + to_json", lambda: build_plan(spec, governs_round, tree, allocation).to_json()
+    )
     return posterior, tree, plan_json
 
 
@@ -248,8 +271,10 @@ def accumulated_rows(n: int, seed: int) -> AccumulatedRows:
     first = simulate.simulate_round(scenario, initial_plan(spec), n_first, 1, rng=seed)
     warmup_seconds = _warmup_fit(first, spec)
     start = time.perf_counter()
-    pilot = fit_posterior(first, spec, draws=PILOT_DRAWS, tune=PILOT_DRAWS, chains=1, seed=seed)
-    tree = fit_policy_tree(pilot, spec.max_depth, spec.min_segment_share, seed=seed, split_confidence=spec.split_confidence)
+    pilot = fit_posterior(first, spec, draws=PILOT_DRAWS, tune=PILOT_DRAWS, chains=1, rng=seed)
+    tree = fit_policy_tree(
+        pilot, spec.max_depth, spec.min_segment_share, rng=seed, split_confidence=spec.split_confidence
+    )
     plan = build_plan(spec, 2, tree, thompson_allocation(pilot, tree.segments, spec.epsilon))
     pilot_seconds = time.perf_counter() - start
     newest = simulate.simulate_round(scenario, plan, n - n_first, 2, rng=seed + 1)
@@ -278,8 +303,10 @@ def worker_round(n: int, seed: int) -> dict:
         def probability_check() -> bool:
             implied = data.plan_in_force.assignment_probabilities(typed)
             segments = data.plan_in_force.segment_of(typed)
-            return bool(np.allclose(implied, typed["assignment_prob"], rtol=0, atol=1e-9)
-                        and (segments == typed["segment_id"].to_numpy(dtype=object)).all())
+            return bool(
+                np.allclose(implied, typed["assignment_prob"], rtol=0, atol=1e-9)
+                and (segments == typed["segment_id"].to_numpy(dtype=object)).all()
+            )
 
         probabilities_ok = recorder.run("probability check", probability_check)
         posterior, tree, plan_json = model_stages(recorder, data.rows, spec, seed, governs_round=3)
@@ -292,8 +319,11 @@ def worker_round(n: int, seed: int) -> dict:
             "divergences": summary.divergences,
             "max_r_hat": summary.max_r_hat,
             "segments": len(tree.segments),
-            "checks_passed": {"quality": bool(quality.success), "sample_ratio": bool(ratio.passed),
-                              "probabilities": probabilities_ok},
+            "checks_passed": {
+                "quality": bool(quality.success),
+                "sample_ratio": bool(ratio.passed),
+                "probabilities": probabilities_ok,
+            },
             "plan_bytes": len(plan_json),
         }
 
@@ -380,22 +410,27 @@ def worker_row_level(n: int, seed: int) -> dict:
     recorder = StageRecorder()
     data = accumulated_rows(n, seed)
     warmup = {"aggregated": data.warmup_seconds, "rows": _warmup_fit(data.rows.iloc[:2000], spec, aggregate=False)}
-    aggregated = recorder.run("fit_posterior aggregated", lambda: fit_posterior(data.rows, spec, seed=seed))
+    aggregated = recorder.run("fit_posterior aggregated", lambda: fit_posterior(data.rows, spec, rng=seed))
     row_level = recorder.run(
-        "fit_posterior row-level", lambda: fit_posterior(data.rows, spec, seed=seed, aggregate=False)
+        "fit_posterior row-level", lambda: fit_posterior(data.rows, spec, rng=seed, aggregate=False)
     )
     agreement = contrast_agreement(aggregated, row_level)
     diagnostics = {}
     for name, posterior in (("aggregated", aggregated), ("rows", row_level)):
         s = posterior.summary()
-        diagnostics[name] = {"divergences": s.divergences, "max_r_hat": s.max_r_hat, "min_ess_bulk": s.min_ess_bulk,
-                             "sampler_seconds": posterior.fit_seconds}
+        diagnostics[name] = {
+            "divergences": s.divergences,
+            "max_r_hat": s.max_r_hat,
+            "min_ess_bulk": s.min_ess_bulk,
+            "sampler_seconds": posterior.fit_seconds,
+        }
     return {
         "n": n,
         "warmup_seconds": warmup,
         "stages": [dataclasses.asdict(s) for s in recorder.stages],
         "speedup": recorder.seconds("fit_posterior row-level") / recorder.seconds("fit_posterior aggregated"),
-        "speedup_cpu": recorder.cpu_seconds("fit_posterior row-level") / recorder.cpu_seconds("fit_posterior aggregated"),
+        "speedup_cpu": recorder.cpu_seconds("fit_posterior row-level")
+        / recorder.cpu_seconds("fit_posterior aggregated"),
         "agreement": {**dataclasses.asdict(agreement), "within_mc_error": agreement.within_mc_error},
         "diagnostics": diagnostics,
         "process_peak_mb": recorder.memory.final_peak_mb(),
@@ -416,15 +451,20 @@ def worker_thompson(seed: int) -> dict:
     spec = _spec(simulate.segment_flip())
     data = accumulated_rows(THOMPSON_ROWS, seed)
     chains = 2
-    posterior = fit_posterior(data.rows, spec, draws=THOMPSON_DRAWS // chains, tune=THOMPSON_DRAWS // chains,
-                              chains=chains, seed=seed)
+    posterior = fit_posterior(
+        data.rows, spec, draws=THOMPSON_DRAWS // chains, tune=THOMPSON_DRAWS // chains, chains=chains, rng=seed
+    )
     # Eight segments partitioning the visitors: device mobile or not × returning × region north/south or not.
     segments = [
         PlanSegment(
             id=f"s{i + 1}",
-            rule=Rule((Condition("device", "in" if mobile else "not in", levels=("mobile",)),
-                       Condition("returning", "is", threshold=float(returning)),
-                       Condition("region", "in" if north_south else "not in", levels=("north", "south")))),
+            rule=Rule(
+                (
+                    Condition("device", "in" if mobile else "not in", levels=("mobile",)),
+                    Condition("returning", "is", threshold=float(returning)),
+                    Condition("region", "in" if north_south else "not in", levels=("north", "south")),
+                )
+            ),
             allocation={},
         )
         for i, (mobile, returning, north_south) in enumerate(
@@ -433,8 +473,9 @@ def worker_thompson(seed: int) -> dict:
     ]
     recorder = StageRecorder()
     for repeat in range(THOMPSON_REPEATS):
-        allocation = recorder.run(f"thompson_allocation #{repeat + 1}",
-                                  lambda: thompson_allocation(posterior, segments, spec.epsilon))
+        allocation = recorder.run(
+            f"thompson_allocation #{repeat + 1}", lambda: thompson_allocation(posterior, segments, spec.epsilon)
+        )
     times = [s.seconds for s in recorder.stages]
     return {
         "rows": len(posterior.observed),
@@ -505,7 +546,10 @@ def worker_dagster(n: int, seed: int) -> dict:
         "id": EXPERIMENT_ID,
         "arms": list(scenario.arms),
         "covariates": {c.name: c.spec_entry() for c in scenario.covariates},
-        "metrics": {"primary": scenario.outcome.spec_entry(), "guardrails": [g.spec_entry() for g in scenario.guardrails]},
+        "metrics": {
+            "primary": scenario.outcome.spec_entry(),
+            "guardrails": [g.spec_entry() for g in scenario.guardrails],
+        },
         "source": {"kind": "landing", "path": "landing"},
     }
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -531,18 +575,33 @@ def worker_dagster(n: int, seed: int) -> dict:
             register_partitions(instance, EXPERIMENT_ID, [round_])
             memory.reset_peak()
             start, cpu_start = time.perf_counter(), time.process_time()
-            result = job.execute_in_process(partition_key=partition_key(EXPERIMENT_ID, round_), instance=instance,
-                                            run_config=quiet, raise_on_error=False)
+            result = job.execute_in_process(
+                partition_key=partition_key(EXPERIMENT_ID, round_),
+                instance=instance,
+                run_config=quiet,
+                raise_on_error=False,
+            )
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
             steps = [
                 {"step": s.step_key, "seconds": (s.end_time or 0) - (s.start_time or 0), "status": str(s.status)}
                 for s in instance.get_run_step_stats(result.run_id)
             ]
-            runs.append({"round": round_, "visitors": visitors, "accumulated": n_first + (visitors if round_ == 2 else 0),
-                         "success": result.success, "seconds": seconds, "cpu_seconds": cpu_seconds, "steps": steps,
-                         "peak_mb": memory.peak_mb()})
-            print(f"    round_job round {round_}: {visitors} new visitors, {seconds:.1f} s, success={result.success}",
-                  flush=True)
+            runs.append(
+                {
+                    "round": round_,
+                    "visitors": visitors,
+                    "accumulated": n_first + (visitors if round_ == 2 else 0),
+                    "success": result.success,
+                    "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
+                    "steps": steps,
+                    "peak_mb": memory.peak_mb(),
+                }
+            )
+            print(
+                f"    round_job round {round_}: {visitors} new visitors, {seconds:.1f} s, success={result.success}",
+                flush=True,
+            )
     return {"n": n, "runs": runs, "process_peak_mb": memory.final_peak_mb()}
 
 
@@ -565,11 +624,21 @@ def run_worker(kind: str, env: dict | None = None, **kwargs) -> dict:
         out = Path(f.name)
     label = " ".join(f"{k}={v}" for k, v in kwargs.items())
     print(f"[{time.strftime('%H:%M:%S')}] {kind} {label}", flush=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--kwargs", json.dumps(kwargs),
-           "--result", str(out)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--kwargs",
+        json.dumps(kwargs),
+        "--result",
+        str(out),
+    ]
     start = time.perf_counter()
     try:
-        status = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, timeout=WORKER_TIMEOUT_S).returncode
+        status = subprocess.run(
+            cmd, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, timeout=WORKER_TIMEOUT_S
+        ).returncode
     except subprocess.TimeoutExpired:
         status = None
     wall = time.perf_counter() - start
@@ -577,8 +646,10 @@ def run_worker(kind: str, env: dict | None = None, **kwargs) -> dict:
         if status == 0:
             result = json.loads(out.read_text())
         else:
-            result = {"error": f"{kind} {label}: " + (f"exit status {status}" if status is not None
-                                                       else f"stopped after {WORKER_TIMEOUT_S} s")}
+            result = {
+                "error": f"{kind} {label}: "
+                + (f"exit status {status}" if status is not None else f"stopped after {WORKER_TIMEOUT_S} s")
+            }
     finally:
         out.unlink(missing_ok=True)
     result["worker_wall_seconds"] = wall
@@ -589,13 +660,21 @@ def machine_info() -> dict:
     """CPU, cores, memory, Python and package versions, BLAS, code version, date."""
     cpu = platform.processor() or "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     try:
-        mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal")))
+        mem_kb = int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
         ram_gb = mem_kb / 1024**2
     except (OSError, StopIteration):
         ram_gb = float("nan")
@@ -606,13 +685,21 @@ def machine_info() -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
     probe = subprocess.run(
-        [sys.executable, "-c", "import warnings; warnings.simplefilter('ignore'); import pytensor; "
-         "print(pytensor.config.blas__ldflags)"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import warnings; warnings.simplefilter('ignore'); import pytensor; print(pytensor.config.blas__ldflags)",
+        ],
+        capture_output=True,
+        text=True,
     )
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "tyche_lib", "tyche_assets"], cwd=REPO_ROOT,
-                           capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "tyche_lib", "tyche_assets"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -624,7 +711,7 @@ def machine_info() -> dict:
         "pytensor_blas": probe.stdout.strip() or "none (PyTensor's NumPy C-API fallback)",
         "git_commit": git.stdout.strip() or "unknown",
         "uncommitted_library_files": [line[3:] for line in dirty.stdout.splitlines()],
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -637,13 +724,15 @@ def run_all(quick: bool, seed: int) -> dict:
     results["row_level"] = [] if quick else [run_worker("row_level", n=n, seed=seed) for n in ROW_LEVEL_SIZES]
     results["families"] = [
         run_worker("family", scenario_name=name, n=n, seed=seed)
-        for name in ("hurdle_revenue", "continuous") for n in FAMILY_SIZES[mode]
+        for name in ("hurdle_revenue", "continuous")
+        for n in FAMILY_SIZES[mode]
     ]
     results["dagster"] = [run_worker("dagster", n=n, seed=seed) for n in DAGSTER_SIZES[mode]]
     if not quick:
         with tempfile.TemporaryDirectory(prefix="tyche-pytensor-") as cache:
-            results["cold_compile"] = run_worker("cold_compile", env={"PYTENSOR_FLAGS": f"base_compiledir={cache}"},
-                                                 seed=seed)
+            results["cold_compile"] = run_worker(
+                "cold_compile", env={"PYTENSOR_FLAGS": f"base_compiledir={cache}"}, seed=seed
+            )
     results["total_seconds"] = time.perf_counter() - start
     results["load_after"] = os.getloadavg()
     return results
@@ -656,7 +745,7 @@ def _size(n: int) -> str:
     return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
-def _ok(verdict: "Verdict") -> str:
+def _ok(verdict: Verdict) -> str:
     if verdict.met is None:
         return "not measured"
     text = "**met**" if verdict.met else "**missed**"
@@ -698,8 +787,14 @@ def evaluate_targets(results: dict) -> list[Verdict]:
     memory_target = f"peak memory of that round <= {TARGETS.peak_gb_at_1m:g} GB"
     if at_1m:
         wall, cpu = _round_total(at_1m), _round_total(at_1m, "cpu_seconds")
-        out.append(Verdict(round_target, f"{wall:.1f} s wall, {cpu:.1f} s CPU (library stages, compiled model)",
-                           wall <= limit, _contention_comment(wall <= limit, cpu <= limit)))
+        out.append(
+            Verdict(
+                round_target,
+                f"{wall:.1f} s wall, {cpu:.1f} s CPU (library stages, compiled model)",
+                wall <= limit,
+                _contention_comment(wall <= limit, cpu <= limit),
+            )
+        )
         peak_gb = at_1m["process_peak_mb"] / 1024
         out.append(Verdict(memory_target, f"{peak_gb:.2f} GB (whole worker process)", peak_gb <= TARGETS.peak_gb_at_1m))
     else:
@@ -708,47 +803,67 @@ def evaluate_targets(results: dict) -> list[Verdict]:
     if dagster_1m:
         run = dagster_1m["runs"][-1]
         memory_ok = run["peak_mb"] / 1024 <= TARGETS.peak_gb_at_1m
-        out.append(Verdict(
-            f"for reference: the real Dagster round_job at 1M (in process, with the report) <= {limit:g} s and "
-            f"{TARGETS.peak_gb_at_1m:g} GB",
-            f"{run['seconds']:.1f} s wall, {run['cpu_seconds']:.1f} s CPU, peak {run['peak_mb'] / 1024:.2f} GB",
-            run["success"] and run["seconds"] <= limit and memory_ok,
-            _contention_comment(run["seconds"] <= limit, run["cpu_seconds"] <= limit and memory_ok),
-        ))
-    thompson_target = (f"thompson_allocation, 1M rows x 1000 draws x 3 treatments x 8 segments <= "
-                       f"{TARGETS.thompson_seconds:g} s")
+        out.append(
+            Verdict(
+                f"for reference: the real Dagster round_job at 1M (in process, with the report) <= {limit:g} s and "
+                f"{TARGETS.peak_gb_at_1m:g} GB",
+                f"{run['seconds']:.1f} s wall, {run['cpu_seconds']:.1f} s CPU, peak {run['peak_mb'] / 1024:.2f} GB",
+                run["success"] and run["seconds"] <= limit and memory_ok,
+                _contention_comment(run["seconds"] <= limit, run["cpu_seconds"] <= limit and memory_ok),
+            )
+        )
+    thompson_target = (
+        f"thompson_allocation, 1M rows x 1000 draws x 3 treatments x 8 segments <= {TARGETS.thompson_seconds:g} s"
+    )
     if "error" not in thompson:
-        out.append(Verdict(thompson_target, f"{thompson['median_seconds']:.2f} s (median of {len(thompson['seconds'])})",
-                           thompson["median_seconds"] <= TARGETS.thompson_seconds))
+        out.append(
+            Verdict(
+                thompson_target,
+                f"{thompson['median_seconds']:.2f} s (median of {len(thompson['seconds'])})",
+                thompson["median_seconds"] <= TARGETS.thompson_seconds,
+            )
+        )
     else:
         out.append(Verdict(thompson_target, thompson["error"], False))
-    speedup_target = (f"aggregated fit >= {TARGETS.fit_speedup_at_200k:g}x faster than row-level bambi at 200k rows, "
-                      "estimates within MC error")
+    speedup_target = (
+        f"aggregated fit >= {TARGETS.fit_speedup_at_200k:g}x faster than row-level bambi at 200k rows, "
+        "estimates within MC error"
+    )
     if rows_200k:
         agree = rows_200k["agreement"]
-        out.append(Verdict(
-            speedup_target,
-            f"{rows_200k['speedup']:.1f}x wall ({rows_200k['speedup_cpu']:.1f}x CPU); max abs diff / sd "
-            f"{agree['max_diff_over_sd']:.3f}, max z {agree['max_z']:.2f} (bound {agree['z_critical']:.2f})",
-            rows_200k["speedup"] >= TARGETS.fit_speedup_at_200k and agree["within_mc_error"],
-        ))
+        out.append(
+            Verdict(
+                speedup_target,
+                f"{rows_200k['speedup']:.1f}x wall ({rows_200k['speedup_cpu']:.1f}x CPU); max abs diff / sd "
+                f"{agree['max_diff_over_sd']:.3f}, max z {agree['max_z']:.2f} (bound {agree['z_critical']:.2f})",
+                rows_200k["speedup"] >= TARGETS.fit_speedup_at_200k and agree["within_mc_error"],
+            )
+        )
     else:
         out.append(Verdict(speedup_target, "-", None))
     growth_target = f"round time from 100k to 1M visitors grows < {TARGETS.growth_100k_to_1m:g}x"
     if at_1m and at_100k:
         growth = _round_total(at_1m) / _round_total(at_100k)
         growth_cpu = _round_total(at_1m, "cpu_seconds") / _round_total(at_100k, "cpu_seconds")
-        out.append(Verdict(growth_target, f"{growth:.2f}x wall ({growth_cpu:.2f}x CPU)",
-                           growth < TARGETS.growth_100k_to_1m,
-                           _contention_comment(growth < TARGETS.growth_100k_to_1m, growth_cpu < TARGETS.growth_100k_to_1m)))
+        out.append(
+            Verdict(
+                growth_target,
+                f"{growth:.2f}x wall ({growth_cpu:.2f}x CPU)",
+                growth < TARGETS.growth_100k_to_1m,
+                _contention_comment(growth < TARGETS.growth_100k_to_1m, growth_cpu < TARGETS.growth_100k_to_1m),
+            )
+        )
     else:
         out.append(Verdict(growth_target, "-", None))
     return out
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|",
-            *("| " + " | ".join(r) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(" --- " for _ in header) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
 def _mb(value: float | None) -> str:
@@ -770,7 +885,11 @@ def render(results: dict, command: str) -> str:
         f"- Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
         f"- PyTensor BLAS: {m['pytensor_blas']}",
         f"- Code: commit {m['git_commit']}"
-        + (f", with uncommitted changes in {', '.join(m['uncommitted_library_files'])}" if m["uncommitted_library_files"] else ""),
+        + (
+            f", with uncommitted changes in {', '.join(m['uncommitted_library_files'])}"
+            if m["uncommitted_library_files"]
+            else ""
+        ),
         f"- Load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in results['load_before'])}; "
         f"after: {' / '.join(f'{x:.2f}' for x in results['load_after'])}. The machine is shared with other "
         "CPU-heavy jobs, so wall times are noisy; ratios are taken within this one run.",
@@ -793,56 +912,124 @@ def render(results: dict, command: str) -> str:
     if rounds:
         sizes = [_size(r["n"]) for r in rounds]
         names = [s["name"] for s in rounds[0]["stages"]]
-        time_rows = [[name, *(f"{r['stages'][i][k]:.2f}" for r in rounds for k in ("seconds", "cpu_seconds"))]
-                     for i, name in enumerate(names)]
-        time_rows.append(["**round total**", *(f"**{_round_total(r, k):.2f}**" for r in rounds
-                                               for k in ("seconds", "cpu_seconds"))])
-        time_rows.append(["round totals of all repeats (wall; the fastest is shown)",
-                          *(x for r in rounds for x in (", ".join(f"{t:.1f}" for t in r["repeat_totals"]), ""))])
-        time_rows.append(["(model.fit inside fit_posterior: logp compile + NUTS)", *(x for r in rounds for x in (f"{r['sampler_seconds']:.2f}", ""))])
-        time_rows.append(["first fit in the process (build + compile, not counted)",
-                          *(x for r in rounds for x in (f"{r['warmup_seconds']:.2f}", ""))])
-        time_rows.append(["first quality_check in the process (GX import + context, not counted)",
-                          *(x for r in rounds for x in (f"{r['quality_warmup_seconds']:.2f}", ""))])
-        lines += ["Wall time and CPU time of the process (s); CPU well below wall means the process waited for a core "
-                  "(other jobs), CPU above wall means it used both cores:", "",
-                  *_table(["stage", *(f"{size} {k}" for size in sizes for k in ("wall", "cpu"))], time_rows), ""]
-        mem_rows = [[name, *(f"{_mb(r['stages'][i]['peak_mb'])} ({r['stages'][i]['rss_after_mb'] - r['stages'][i]['rss_before_mb']:+,.0f})"
-                             for r in rounds)] for i, name in enumerate(names)]
+        time_rows = [
+            [name, *(f"{r['stages'][i][k]:.2f}" for r in rounds for k in ("seconds", "cpu_seconds"))]
+            for i, name in enumerate(names)
+        ]
+        time_rows.append(
+            ["**round total**", *(f"**{_round_total(r, k):.2f}**" for r in rounds for k in ("seconds", "cpu_seconds"))]
+        )
+        time_rows.append(
+            [
+                "round totals of all repeats (wall; the fastest is shown)",
+                *(x for r in rounds for x in (", ".join(f"{t:.1f}" for t in r["repeat_totals"]), "")),
+            ]
+        )
+        time_rows.append(
+            [
+                "(model.fit inside fit_posterior: logp compile + NUTS)",
+                *(x for r in rounds for x in (f"{r['sampler_seconds']:.2f}", "")),
+            ]
+        )
+        time_rows.append(
+            [
+                "first fit in the process (build + compile, not counted)",
+                *(x for r in rounds for x in (f"{r['warmup_seconds']:.2f}", "")),
+            ]
+        )
+        time_rows.append(
+            [
+                "first quality_check in the process (GX import + context, not counted)",
+                *(x for r in rounds for x in (f"{r['quality_warmup_seconds']:.2f}", "")),
+            ]
+        )
+        lines += [
+            "Wall time and CPU time of the process (s); CPU well below wall means the process waited for a core "
+            "(other jobs), CPU above wall means it used both cores:",
+            "",
+            *_table(["stage", *(f"{size} {k}" for size in sizes for k in ("wall", "cpu"))], time_rows),
+            "",
+        ]
+        mem_rows = [
+            [
+                name,
+                *(
+                    f"{_mb(r['stages'][i]['peak_mb'])} ({r['stages'][i]['rss_after_mb'] - r['stages'][i]['rss_before_mb']:+,.0f})"
+                    for r in rounds
+                ),
+            ]
+            for i, name in enumerate(names)
+        ]
         mem_rows.append(["**process peak**", *(f"**{_mb(r['process_peak_mb'])}**" for r in rounds)])
-        lines += ["Peak resident memory during the stage, MB (in brackets: RSS change over the stage):", "",
-                  *_table(["stage", *sizes], mem_rows), ""]
-        facts = [[_size(r["n"]), f"{r['n_newest']:,}", str(r["cells"]), str(r["draws"]), str(r["divergences"]),
-                  f"{r['max_r_hat']:.3f}" if r["max_r_hat"] is not None else "-", str(r["segments"]),
-                  ", ".join(k for k, ok in r["checks_passed"].items() if not ok) or "all passed"]
-                 for r in rounds]
-        lines += [*_table(["size", "newest round rows", "binomial cells", "draws", "divergences", "max R-hat",
-                           "segments", "checks"], facts), ""]
+        lines += [
+            "Peak resident memory during the stage, MB (in brackets: RSS change over the stage):",
+            "",
+            *_table(["stage", *sizes], mem_rows),
+            "",
+        ]
+        facts = [
+            [
+                _size(r["n"]),
+                f"{r['n_newest']:,}",
+                str(r["cells"]),
+                str(r["draws"]),
+                str(r["divergences"]),
+                f"{r['max_r_hat']:.3f}" if r["max_r_hat"] is not None else "-",
+                str(r["segments"]),
+                ", ".join(k for k, ok in r["checks_passed"].items() if not ok) or "all passed",
+            ]
+            for r in rounds
+        ]
+        lines += [
+            *_table(
+                [
+                    "size",
+                    "newest round rows",
+                    "binomial cells",
+                    "draws",
+                    "divergences",
+                    "max R-hat",
+                    "segments",
+                    "checks",
+                ],
+                facts,
+            ),
+            "",
+        ]
         if len(rounds) > 1:
             largest = rounds[-1]
             others = [s for s in largest["stages"] if s["name"] != "fit_posterior"]
             top = max(others, key=lambda s: s["seconds"])
-            lines += [f"At {_size(largest['n'])}, the posterior fit takes {largest['stages'][names.index('fit_posterior')]['seconds'] / _round_total(largest):.0%} "
-                      f"of the round; the largest other stage is {top['name']} ({top['seconds']:.2f} s).", ""]
+            lines += [
+                f"At {_size(largest['n'])}, the posterior fit takes {largest['stages'][names.index('fit_posterior')]['seconds'] / _round_total(largest):.0%} "
+                f"of the round; the largest other stage is {top['name']} ({top['seconds']:.2f} s).",
+                "",
+            ]
     failed = [r for r in results["rounds"] if "error" in r]
     if failed:
         lines += [f"Round workers that failed: {', '.join(r['error'] for r in failed)}.", ""]
 
     cold = results.get("cold_compile")
     if cold and "error" not in cold:
-        lines += ["## Compilation",
-                  "",
-                  f"With an empty PyTensor cache, the first short fit of the aggregated model takes "
-                  f"{cold['first_seconds']:.1f} s (C compilation, once per machine and model structure); a second "
-                  f"one in the same process {cold['second_seconds']:.1f} s. With the cache filled (`~/.pytensor`), "
-                  "the first fit of a fresh process is the 'first fit' row above.", ""]
+        lines += [
+            "## Compilation",
+            "",
+            f"With an empty PyTensor cache, the first short fit of the aggregated model takes "
+            f"{cold['first_seconds']:.1f} s (C compilation, once per machine and model structure); a second "
+            f"one in the same process {cold['second_seconds']:.1f} s. With the cache filled (`~/.pytensor`), "
+            "the first fit of a fresh process is the 'first fit' row above.",
+            "",
+        ]
 
     t = results["thompson"]
     lines += ["## thompson_allocation alone", ""]
     if "error" not in t:
-        lines += [f"{t['rows']:,} rows x {t['draws']} draws x {t['treatments']} treatments x {t['segments']} segments: "
-                  f"{', '.join(f'{s:.2f}' for s in t['seconds'])} s ({len(t['seconds'])} calls; median "
-                  f"{t['median_seconds']:.2f} s), peak {_mb(t['stage_peak_mb'])} MB during the calls.", ""]
+        lines += [
+            f"{t['rows']:,} rows x {t['draws']} draws x {t['treatments']} treatments x {t['segments']} segments: "
+            f"{', '.join(f'{s:.2f}' for s in t['seconds'])} s ({len(t['seconds'])} calls; median "
+            f"{t['median_seconds']:.2f} s), peak {_mb(t['stage_peak_mb'])} MB during the calls.",
+            "",
+        ]
     else:
         lines += [f"failed: {t['error']}", ""]
 
@@ -851,21 +1038,47 @@ def render(results: dict, command: str) -> str:
     if row_level:
         rows = []
         for r in row_level:
-            agg, rl = (next(s for s in r["stages"] if s["name"] == f"fit_posterior {k}") for k in ("aggregated", "row-level"))
+            agg, rl = (
+                next(s for s in r["stages"] if s["name"] == f"fit_posterior {k}") for k in ("aggregated", "row-level")
+            )
             a = r["agreement"]
-            rows.append([f"{r['n']:,}", f"{agg['seconds']:.1f}", f"{rl['seconds']:.1f}", f"**{r['speedup']:.1f}x** ({r['speedup_cpu']:.1f}x)",
-                         f"{_mb(agg['peak_mb'])} / {_mb(rl['peak_mb'])}",
-                         f"{a['max_diff_over_sd']:.3f}", f"{a['max_z']:.2f} (bound {a['z_critical']:.2f})",
-                         "yes" if a["within_mc_error"] else "**no**",
-                         f"{r['diagnostics']['aggregated']['divergences']} / {r['diagnostics']['rows']['divergences']}",
-                         f"{r['warmup_seconds']['aggregated']:.1f} / {r['warmup_seconds']['rows']:.1f}"])
-        lines += [*_table(["rows", "aggregated s", "row-level s", "speed-up wall (CPU)", "peak MB agg / rows",
-                           "max abs diff / sd", "max z", "within MC error", "divergences agg / rows",
-                           "first fit s agg / rows (not counted)"], rows), "",
-                  f"Compared: the posterior mean of every profile x treatment contrast (outcome scale). z is the "
-                  f"difference over its Monte Carlo standard error sqrt(sd_a^2/ESS_a + sd_b^2/ESS_b); the bound is "
-                  f"Bonferroni over all contrasts at family-wise level {AGREEMENT_ALPHA:g}. Both fits use the same "
-                  "formula, priors and seed; binomial counts and Bernoulli rows give the same posterior.", ""]
+            rows.append(
+                [
+                    f"{r['n']:,}",
+                    f"{agg['seconds']:.1f}",
+                    f"{rl['seconds']:.1f}",
+                    f"**{r['speedup']:.1f}x** ({r['speedup_cpu']:.1f}x)",
+                    f"{_mb(agg['peak_mb'])} / {_mb(rl['peak_mb'])}",
+                    f"{a['max_diff_over_sd']:.3f}",
+                    f"{a['max_z']:.2f} (bound {a['z_critical']:.2f})",
+                    "yes" if a["within_mc_error"] else "**no**",
+                    f"{r['diagnostics']['aggregated']['divergences']} / {r['diagnostics']['rows']['divergences']}",
+                    f"{r['warmup_seconds']['aggregated']:.1f} / {r['warmup_seconds']['rows']:.1f}",
+                ]
+            )
+        lines += [
+            *_table(
+                [
+                    "rows",
+                    "aggregated s",
+                    "row-level s",
+                    "speed-up wall (CPU)",
+                    "peak MB agg / rows",
+                    "max abs diff / sd",
+                    "max z",
+                    "within MC error",
+                    "divergences agg / rows",
+                    "first fit s agg / rows (not counted)",
+                ],
+                rows,
+            ),
+            "",
+            f"Compared: the posterior mean of every profile x treatment contrast (outcome scale). z is the "
+            f"difference over its Monte Carlo standard error sqrt(sd_a^2/ESS_a + sd_b^2/ESS_b); the bound is "
+            f"Bonferroni over all contrasts at family-wise level {AGREEMENT_ALPHA:g}. Both fits use the same "
+            "formula, priors and seed; binomial counts and Bernoulli rows give the same posterior.",
+            "",
+        ]
     else:
         lines += ["Not measured in this run (`--quick`).", ""]
 
@@ -875,14 +1088,40 @@ def render(results: dict, command: str) -> str:
         rows = []
         for r in families:
             sec = {s["name"]: s for s in r["stages"]}
-            rows.append([r["scenario"], f"{r['n']:,}", r["method"], f"{sec['fit_posterior']['seconds']:.1f}",
-                         f"{sec['fit_policy_tree']['seconds']:.2f}", f"{sec['thompson_allocation']['seconds']:.2f}",
-                         f"{r['warmup_seconds']:.1f}", str(r["divergences"]),
-                         f"{r['max_r_hat']:.3f}" if r["max_r_hat"] is not None else "-",
-                         f"{r['min_ess_bulk']:.0f}" if r["min_ess_bulk"] is not None else "-",
-                         _mb(r["process_peak_mb"])])
-        lines += [*_table(["scenario", "rows", "method", "fit s", "tree s", "allocation s", "first fit s (not counted)",
-                           "divergences", "max R-hat", "min ESS", "process peak MB"], rows), ""]
+            rows.append(
+                [
+                    r["scenario"],
+                    f"{r['n']:,}",
+                    r["method"],
+                    f"{sec['fit_posterior']['seconds']:.1f}",
+                    f"{sec['fit_policy_tree']['seconds']:.2f}",
+                    f"{sec['thompson_allocation']['seconds']:.2f}",
+                    f"{r['warmup_seconds']:.1f}",
+                    str(r["divergences"]),
+                    f"{r['max_r_hat']:.3f}" if r["max_r_hat"] is not None else "-",
+                    f"{r['min_ess_bulk']:.0f}" if r["min_ess_bulk"] is not None else "-",
+                    _mb(r["process_peak_mb"]),
+                ]
+            )
+        lines += [
+            *_table(
+                [
+                    "scenario",
+                    "rows",
+                    "method",
+                    "fit s",
+                    "tree s",
+                    "allocation s",
+                    "first fit s (not counted)",
+                    "divergences",
+                    "max R-hat",
+                    "min ESS",
+                    "process peak MB",
+                ],
+                rows,
+            ),
+            "",
+        ]
         by_scenario: dict[str, list[dict]] = {}
         for r in families:
             by_scenario.setdefault(r["scenario"], []).append(r)
@@ -891,9 +1130,11 @@ def render(results: dict, command: str) -> str:
                 a, b = items[0], items[-1]
                 fa = next(s["seconds"] for s in a["stages"] if s["name"] == "fit_posterior")
                 fb = next(s["seconds"] for s in b["stages"] if s["name"] == "fit_posterior")
-                lines.append(f"- {name}: the fit grows {fb / fa:.1f}x from {_size(a['n'])} to {_size(b['n'])} rows "
-                             f"({b['n'] / a['n']:.1f}x the rows); extrapolated linearly, 1M rows would take about "
-                             f"{fb * 1_000_000 / b['n'] / 60:.0f} min.")
+                lines.append(
+                    f"- {name}: the fit grows {fb / fa:.1f}x from {_size(a['n'])} to {_size(b['n'])} rows "
+                    f"({b['n'] / a['n']:.1f}x the rows); extrapolated linearly, 1M rows would take about "
+                    f"{fb * 1_000_000 / b['n'] / 60:.0f} min."
+                )
         lines.append("")
     failed = [r for r in results["families"] if "error" in r]
     if failed:
@@ -902,51 +1143,97 @@ def render(results: dict, command: str) -> str:
     lines += ["## The real Dagster round (round_job in process, throw-away project)", ""]
     dagster = [r for r in results["dagster"] if "error" not in r]
     if dagster:
-        lines += ["Round 1 lands 10% of the visitors and publishes the plan for round 2, which lands the rest; "
-                  "round 2 is the round measured (rows read back from parquet and DuckDB, every check, the "
-                  "posterior on all rows, NetCDF, tree, allocation, plan, report with anytime-valid effects). "
-                  "Steps run in one process (in-process executor); `dagster dev`'s default multiprocess executor "
-                  "adds a process start and imports per step.", ""]
+        lines += [
+            "Round 1 lands 10% of the visitors and publishes the plan for round 2, which lands the rest; "
+            "round 2 is the round measured (rows read back from parquet and DuckDB, every check, the "
+            "posterior on all rows, NetCDF, tree, allocation, plan, report with anytime-valid effects). "
+            "Steps run in one process (in-process executor); `dagster dev`'s default multiprocess executor "
+            "adds a process start and imports per step.",
+            "",
+        ]
         rows = []
         for r in dagster:
             second = r["runs"][-1]
             library = _by_size(results["rounds"], r["n"])
             lib_total = _round_total(library) if library else None
             outside = second["seconds"] - sum(s["seconds"] for s in second["steps"])
-            rows.append([_size(r["n"]), f"{r['runs'][0]['seconds']:.1f}", f"{second['seconds']:.1f}",
-                         f"{second['cpu_seconds']:.1f}", f"{outside:.1f}",
-                         "-" if lib_total is None else f"{lib_total:.1f}",
-                         "-" if lib_total is None else f"{second['seconds'] / lib_total:.1f}x",
-                         _mb(second["peak_mb"]), "yes" if all(x["success"] for x in r["runs"]) else "**no**"])
-        lines += [*_table(["accumulated", "round 1 s", "round 2 s", "round 2 CPU s", "round 2 outside steps s",
-                           "library stages s (above)",
-                           "round_job / library", "peak MB (round 2)", "success"], rows), ""]
+            rows.append(
+                [
+                    _size(r["n"]),
+                    f"{r['runs'][0]['seconds']:.1f}",
+                    f"{second['seconds']:.1f}",
+                    f"{second['cpu_seconds']:.1f}",
+                    f"{outside:.1f}",
+                    "-" if lib_total is None else f"{lib_total:.1f}",
+                    "-" if lib_total is None else f"{second['seconds'] / lib_total:.1f}x",
+                    _mb(second["peak_mb"]),
+                    "yes" if all(x["success"] for x in r["runs"]) else "**no**",
+                ]
+            )
+        lines += [
+            *_table(
+                [
+                    "accumulated",
+                    "round 1 s",
+                    "round 2 s",
+                    "round 2 CPU s",
+                    "round 2 outside steps s",
+                    "library stages s (above)",
+                    "round_job / library",
+                    "peak MB (round 2)",
+                    "success",
+                ],
+                rows,
+            ),
+            "",
+        ]
         step_names = list(dict.fromkeys(s["step"] for r in dagster for s in r["runs"][-1]["steps"]))
-        step_rows = [[name, *(f"{next((s['seconds'] for s in r['runs'][-1]['steps'] if s['step'] == name), float('nan')):.2f}"
-                              for r in dagster)] for name in step_names]
+        step_rows = [
+            [
+                name,
+                *(
+                    f"{next((s['seconds'] for s in r['runs'][-1]['steps'] if s['step'] == name), float('nan')):.2f}"
+                    for r in dagster
+                ),
+            ]
+            for name in step_names
+        ]
         lines += ["Round 2 by step (s):", "", *_table(["step", *(_size(r["n"]) for r in dagster)], step_rows), ""]
     failed = [r for r in results["dagster"] if "error" in r]
     if failed:
         lines += [f"Dagster workers that failed: {', '.join(r['error'] for r in failed)}.", ""]
 
-    lines += ["## Method", "",
-              "- Each measurement runs in its own Python process, started by the benchmark; memory is resident "
-              "set size read from `/proc/self/status`, per stage by resetting the high-water mark "
-              "(`/proc/self/clear_refs`) before it. Process peaks include the simulated data and the imports.",
-              "- Times are wall-clock `time.perf_counter()` around the library call. The sampler runs its chains "
-              "one after the other (`cores=1`), one BLAS thread (see `fit_posterior`).",
-              "- Seeds are fixed (`--seed`), so a re-run fits the same rows with the same draws.", ""]
+    lines += [
+        "## Method",
+        "",
+        "- Each measurement runs in its own Python process, started by the benchmark; memory is resident "
+        "set size read from `/proc/self/status`, per stage by resetting the high-water mark "
+        "(`/proc/self/clear_refs`) before it. Process peaks include the simulated data and the imports.",
+        "- Times are wall-clock `time.perf_counter()` around the library call. The sampler runs its chains "
+        "one after the other (`cores=1`), one BLAS thread (see `fit_posterior`).",
+        "- Seeds are fixed (`--seed`), so a re-run fits the same rows with the same draws.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="skip 1,000,000 visitors, row-level bambi, the 50k family fits, cold compilation")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="skip 1,000,000 visitors, row-level bambi, the 50k family fits, cold compilation",
+    )
     parser.add_argument("--seed", type=int, default=20260105)
-    parser.add_argument("--out", type=Path, help="results file (default bench/results.md, or results_quick.md with --quick)")
-    parser.add_argument("--render", type=Path, metavar="RESULTS_JSON",
-                        help="only rewrite the results file from the results.json of an earlier run")
+    parser.add_argument(
+        "--out", type=Path, help="results file (default bench/results.md, or results_quick.md with --quick)"
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="only rewrite the results file from the results.json of an earlier run",
+    )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)

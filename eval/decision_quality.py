@@ -34,9 +34,9 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,9 +45,9 @@ from scipy.special import expit
 
 from tyche_lib import (
     Plan,
-    apply_floor,
     PlanSegment,
     Rule,
+    apply_floor,
     build_plan,
     cuped_outcome_model,
     derive_seed,
@@ -194,7 +194,7 @@ class TaskRecords:
     sbc: list[dict] = field(default_factory=list)
     timing: list[dict] = field(default_factory=list)
 
-    def extend(self, other: "TaskRecords") -> None:
+    def extend(self, other: TaskRecords) -> None:
         for name in ("regret", "regret_by_cell", "calibration", "policy", "mad", "fits", "sbc", "timing"):
             getattr(self, name).extend(getattr(other, name))
 
@@ -320,8 +320,11 @@ def thompson_in_cells(spec, baseline: ThompsonBaseline) -> ThompsonBaseline:
         experiment_id=spec.id,
         round=baseline.plan.round,
         arms=spec.arms,
-        weights={"control": spec.min_control_weight, "explore": spec.min_explore_weight,
-                 "optimized": 1.0 - spec.min_control_weight - spec.min_explore_weight},
+        weights={
+            "control": spec.min_control_weight,
+            "explore": spec.min_explore_weight,
+            "optimized": 1.0 - spec.min_control_weight - spec.min_explore_weight,
+        },
         segments=(PlanSegment(id="all", rule=Rule(), allocation=apply_floor(share, spec.epsilon)),),
         lineage={"design": "thompson_cells"},
     )
@@ -422,7 +425,9 @@ def _difference_in_means_covered(observed: pd.DataFrame, spec, codes: np.ndarray
     return covered
 
 
-def _group_truth(scenario: Scenario, rows: pd.DataFrame, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _group_truth(
+    scenario: Scenario, rows: pd.DataFrame, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group names, each row's group code, and each group's average true contrast (groups × treatments)."""
     names, codes = np.unique(labels.astype(str), return_inverse=True)
     contrasts = true_contrasts(scenario, rows)
@@ -457,7 +462,10 @@ def _segment_intervals(posterior, scenario: Scenario, labels: np.ndarray, refere
     plain = _difference_in_means_covered(observed, posterior.spec, codes, truth) if reference else None
     return [
         _interval_record(
-            str(name), treatment, int(sizes[g]), float(truth[g, t]),
+            str(name),
+            treatment,
+            int(sizes[g]),
+            float(truth[g, t]),
             {level: (quantiles[(1 - level) / 2][g, t], quantiles[(1 + level) / 2][g, t]) for level in INTERVAL_LEVELS},
             float(plain[g, t]) if reference else float("nan"),
         )
@@ -468,13 +476,18 @@ def _segment_intervals(posterior, scenario: Scenario, labels: np.ndarray, refere
 
 def _held_out_intervals(rows: pd.DataFrame, spec, scenario: Scenario, seed: int) -> list[dict]:
     """:func:`segment_effects` of one round's segments on that round, against the members' true contrasts."""
-    effects = segment_effects(rows, spec, seed=seed, levels=INTERVAL_LEVELS).table
+    effects = segment_effects(rows, spec, rng=seed, levels=INTERVAL_LEVELS).table
     names, _, truth = _group_truth(scenario, rows, rows["segment_id"].to_numpy())
     return [
         _interval_record(
-            e.segment_id, e.treatment, int(e.n_control + e.n_treatment),
+            e.segment_id,
+            e.treatment,
+            int(e.n_control + e.n_treatment),
             float(truth[np.searchsorted(names, e.segment_id), spec.treatments.index(e.treatment)]),
-            {level: (getattr(e, f"lower_{level * 100:g}"), getattr(e, f"upper_{level * 100:g}")) for level in INTERVAL_LEVELS},
+            {
+                level: (getattr(e, f"lower_{level * 100:g}"), getattr(e, f"upper_{level * 100:g}"))
+                for level in INTERVAL_LEVELS
+            },
             float("nan"),
         )
         for e in effects.itertuples(index=False)
@@ -495,15 +508,25 @@ def _mad_records(scenario: Scenario, spec, rows: pd.DataFrame, t_star: int) -> l
     models = {"ipw": None, "centred": cuped_outcome_model(rows, outcome=metric, arms=spec.arms)}
     for score, model in models.items():
         path = mad_confidence_path(
-            rows, outcome=metric, control=spec.control, t_star=t_star, alpha=MAD_ALPHA,
-            arms=spec.arms, looks="round", outcome_model=model,
+            rows,
+            outcome=metric,
+            control=spec.control,
+            t_star=t_star,
+            alpha=MAD_ALPHA,
+            arms=spec.arms,
+            looks="round",
+            outcome_model=model,
         )
         for look in path.itertuples(index=False):
             target = float(truth.loc[look.round, look.arm])
             out.append(
                 {
-                    "score": score, "round": int(look.round), "arm": look.arm, "truth": target,
-                    "lower": float(look.lower), "upper": float(look.upper),
+                    "score": score,
+                    "round": int(look.round),
+                    "arm": look.arm,
+                    "truth": target,
+                    "lower": float(look.lower),
+                    "upper": float(look.upper),
                     # A NaN bound (arm not seen yet) claims nothing, so it does not miss.
                     "covered": not (look.lower > target or look.upper < target),
                     "excludes_zero": bool(look.lower > 0 or look.upper < 0),
@@ -536,7 +559,9 @@ def run_experiment(task: ExperimentTask) -> TaskRecords:
         id=exp_id, posterior={"draws": settings.draws, "tune": settings.tune, "chains": settings.chains}
     )
     population = policy_population(task.scenario, scenario)
-    plans = {d: (initial_plan(spec) if d in ("tyche", "thompson_cells") else uniform_plan(spec, 1)) for d in task.designs}
+    plans = {
+        d: (initial_plan(spec) if d in ("tyche", "thompson_cells") else uniform_plan(spec, 1)) for d in task.designs
+    }
     history: dict[str, list[pd.DataFrame]] = {d: [] for d in task.designs}
     records = TaskRecords()
     tag = {"scenario": task.scenario, "replicate": task.replicate}
@@ -553,12 +578,19 @@ def run_experiment(task: ExperimentTask) -> TaskRecords:
             )
         means = scenario.true_means(reference).to_numpy()
         best_value = means.max(axis=1)
-        records.regret.append({**tag, "design": "oracle", "round": round_, "regret": 0.0, "value": float(best_value.sum())})
+        records.regret.append(
+            {**tag, "design": "oracle", "round": round_, "regret": 0.0, "value": float(best_value.sum())}
+        )
         for d in task.designs:
             assigned = means[np.arange(len(means)), pd.Index(spec.arms).get_indexer(rows[d]["arm"])]
             records.regret.append(
-                {**tag, "design": d, "round": round_, "regret": float((best_value - assigned).sum()),
-                 "value": float(assigned.sum())}
+                {
+                    **tag,
+                    "design": d,
+                    "round": round_,
+                    "regret": float((best_value - assigned).sum()),
+                    "value": float(assigned.sum()),
+                }
             )
             if d == "tyche":
                 # Where Tyche's regret comes from: the fixed control and explore cells, or the model.
@@ -567,9 +599,14 @@ def run_experiment(task: ExperimentTask) -> TaskRecords:
                 gaps = (best_value[:, None] - means).sum(axis=1) * spec.epsilon / len(spec.arms)
                 for cell, members in rows[d].groupby("cell", observed=True).indices.items():
                     records.regret_by_cell.append(
-                        {**tag, "round": round_, "cell": cell, "visitors": len(members),
-                         "regret": float((best_value[members] - assigned[members]).sum()),
-                         "floor_regret": float(gaps[members].sum())}
+                        {
+                            **tag,
+                            "round": round_,
+                            "cell": cell,
+                            "visitors": len(members),
+                            "regret": float((best_value[members] - assigned[members]).sum()),
+                            "floor_regret": float(gaps[members].sum()),
+                        }
                     )
             history[d].append(rows[d])
 
@@ -577,48 +614,79 @@ def run_experiment(task: ExperimentTask) -> TaskRecords:
             # The segments the fit after round r - 1 chose, scored on round r: data they never saw.
             records.calibration.extend(
                 {**tag, "round": round_ - 1, "grouping": HELD_OUT, **r}
-                for r in _held_out_intervals(rows["tyche"], spec, scenario, derive_seed(exp_id, round_, "segment_effects"))
+                for r in _held_out_intervals(
+                    rows["tyche"], spec, scenario, derive_seed(exp_id, round_, "segment_effects")
+                )
             )
         so_far = {d: pd.concat(history[d], ignore_index=True) for d in task.designs}
         if "thompson" in task.designs:
-            state = thompson_baseline(spec, round_ + 1, so_far["thompson"], derive_seed(exp_id, round_, "thompson_baseline"))
+            state = thompson_baseline(
+                spec, round_ + 1, so_far["thompson"], derive_seed(exp_id, round_, "thompson_baseline")
+            )
             plans["thompson"] = state.plan
             records.policy.append(
-                {**tag, "design": "thompson", "round": round_, "segments": 1,
-                 "share_best": population.share_best(spec.arms, state.leading_arm)}
+                {
+                    **tag,
+                    "design": "thompson",
+                    "round": round_,
+                    "segments": 1,
+                    "share_best": population.share_best(spec.arms, state.leading_arm),
+                }
             )
         if "thompson_cells" in task.designs:
             # Its own rows, its own seed: the same sampler, fed by what its cells collected.
             state = thompson_in_cells(
-                spec, thompson_baseline(spec, round_ + 1, so_far["thompson_cells"], derive_seed(exp_id, round_, "thompson_cells"))
+                spec,
+                thompson_baseline(
+                    spec, round_ + 1, so_far["thompson_cells"], derive_seed(exp_id, round_, "thompson_cells")
+                ),
             )
             plans["thompson_cells"] = state.plan
             records.policy.append(
-                {**tag, "design": "thompson_cells", "round": round_, "segments": 1,
-                 "share_best": population.share_best(spec.arms, state.leading_arm)}
+                {
+                    **tag,
+                    "design": "thompson_cells",
+                    "round": round_,
+                    "segments": 1,
+                    "share_best": population.share_best(spec.arms, state.leading_arm),
+                }
             )
         if "uniform" in task.designs:
             plans["uniform"] = uniform_plan(spec, round_ + 1)
         if "tyche" in task.designs:
             # The pipeline's round r: refit on rounds <= r, publish the plan for round r + 1.
-            posterior = fit_posterior(so_far["tyche"], spec, seed=derive_seed(exp_id, round_, "posterior"))
+            posterior = fit_posterior(so_far["tyche"], spec, rng=derive_seed(exp_id, round_, "posterior"))
             tree = fit_policy_tree(
-                posterior, max_depth=spec.max_depth, min_segment_share=spec.min_segment_share,
-                seed=derive_seed(exp_id, round_, "policy_tree"), split_confidence=spec.split_confidence,
+                posterior,
+                max_depth=spec.max_depth,
+                min_segment_share=spec.min_segment_share,
+                rng=derive_seed(exp_id, round_, "policy_tree"),
+                split_confidence=spec.split_confidence,
             )
             allocation = thompson_allocation(posterior, tree.segments, epsilon=spec.epsilon)
             plans["tyche"] = build_plan(spec, round_ + 1, tree, allocation)
 
             summary = posterior.summary()
             records.fits.append(
-                {**tag, "round": round_, "divergences": summary.divergences, "max_r_hat": summary.max_r_hat,
-                 "min_ess_bulk": summary.min_ess_bulk, "fit_seconds": posterior.fit_seconds}
+                {
+                    **tag,
+                    "round": round_,
+                    "divergences": summary.divergences,
+                    "max_r_hat": summary.max_r_hat,
+                    "min_ess_bulk": summary.min_ess_bulk,
+                    "fit_seconds": posterior.fit_seconds,
+                }
             )
             leading = {s.id: s.leading_arm for s in tree.segments}
             routed = np.array([leading[s] for s in tree.segment_of(population.visitors)], dtype=object)
             records.policy.append(
-                {**tag, "design": "tyche", "round": round_, "segments": len(tree.segments),
-                 "share_best": population.share_best(spec.arms, routed)}
+                {
+                    **tag,
+                    "design": "tyche",
+                    "round": round_,
+                    "segments": len(tree.segments),
+                    "share_best": population.share_best(spec.arms, routed),
+                }
             )
             groupings = {
                 "policy-tree segments": tree.segment_of(posterior.observed),
@@ -666,8 +734,12 @@ def run_sbc(task: SbcTask) -> TaskRecords:
     intercept = rng.normal(0.0, 2.5)
     arm_effect, device_b, device_c, arm_device_b, arm_device_c = rng.normal(0.0, 1.0, 5)
     truth = {
-        "Intercept": intercept, "arm[treatment]": arm_effect, "device[b]": device_b, "device[c]": device_c,
-        "arm:device[treatment, b]": arm_device_b, "arm:device[treatment, c]": arm_device_c,
+        "Intercept": intercept,
+        "arm[treatment]": arm_effect,
+        "device[b]": device_b,
+        "device[c]": device_c,
+        "arm:device[treatment, b]": arm_device_b,
+        "arm:device[treatment, c]": arm_device_c,
     }
     device_shift = {"a": 0.0, "b": device_b, "c": device_c}
     interaction = {"a": 0.0, "b": arm_device_b, "c": arm_device_c}
@@ -680,14 +752,19 @@ def run_sbc(task: SbcTask) -> TaskRecords:
     treated = (rows["arm"] == "treatment").to_numpy()
     level_index = pd.Index(SBC_LEVELS).get_indexer(rows["device"])
     logit = (
-        intercept + np.array([0.0, device_b, device_c])[level_index]
+        intercept
+        + np.array([0.0, device_b, device_c])[level_index]
         + treated * (arm_effect + np.array([0.0, arm_device_b, arm_device_c])[level_index])
     )
     rows["converted"] = (rng.random(n) < expit(logit)).astype(np.int64)
 
     posterior = fit_posterior(
-        rows, sbc_spec(), draws=settings.draws, tune=settings.tune, chains=settings.chains,
-        seed=derive_seed(exp_id, 1, "posterior"),
+        rows,
+        sbc_spec(),
+        draws=settings.draws,
+        tune=settings.tune,
+        chains=settings.chains,
+        rng=derive_seed(exp_id, 1, "posterior"),
     )
     post = posterior.idata.posterior.stack(sample=("chain", "draw"))
     draws = {
@@ -798,8 +875,12 @@ def regret_tables(regret: pd.DataFrame, regret_by_cell: pd.DataFrame) -> tuple[p
     fixed = regret_by_cell[(regret_by_cell["round"] >= 2) & regret_by_cell["cell"].isin(["control", "explore"])]
     fixed_cost = fixed.groupby("scenario")["regret"].sum() / fixed.groupby("scenario")["replicate"].nunique()
     optimized = regret_by_cell[(regret_by_cell["round"] >= 2) & (regret_by_cell["cell"] == "optimized")]
-    optimized_cost = optimized.groupby("scenario")["regret"].sum() / optimized.groupby("scenario")["replicate"].nunique()
-    floor_cost = optimized.groupby("scenario")["floor_regret"].sum() / optimized.groupby("scenario")["replicate"].nunique()
+    optimized_cost = (
+        optimized.groupby("scenario")["regret"].sum() / optimized.groupby("scenario")["replicate"].nunique()
+    )
+    floor_cost = (
+        optimized.groupby("scenario")["floor_regret"].sum() / optimized.groupby("scenario")["replicate"].nunique()
+    )
     rows = []
     for (scenario, design), group in cumulative.groupby(["scenario", "design"], sort=False):
         mean, se = _mean_se(group["regret"])
@@ -810,7 +891,11 @@ def regret_tables(regret: pd.DataFrame, regret_by_cell: pd.DataFrame) -> tuple[p
             ratio = paired["regret"].mean() / paired["regret_ts"].mean()
             # Delta method for a ratio of paired means: the replicates share their visitors.
             resid = paired["regret"] - ratio * paired["regret_ts"]
-            ratio_se = float(resid.std(ddof=1) / (np.sqrt(len(paired)) * paired["regret_ts"].mean())) if len(paired) > 1 else float("nan")
+            ratio_se = (
+                float(resid.std(ddof=1) / (np.sqrt(len(paired)) * paired["regret_ts"].mean()))
+                if len(paired) > 1
+                else float("nan")
+            )
         without_fixed, oracle_bound, in_cells = float("nan"), float("nan"), float("nan")
         if design == "tyche" and len(paired):
             without_fixed = (paired["regret"].mean() - fixed_cost.get(scenario, 0.0)) / paired["regret_ts"].mean()
@@ -820,10 +905,19 @@ def regret_tables(regret: pd.DataFrame, regret_by_cell: pd.DataFrame) -> tuple[p
             if len(same_cells) and same_cells["regret"].mean() > 0:
                 in_cells = group["regret"].mean() / same_cells["regret"].mean()
         rows.append(
-            {"scenario": scenario, "design": design, "replicates": len(group), "cumulative_regret": mean,
-             "se": se, "value": group["value"].mean(), "ratio_to_thompson": ratio, "ratio_se": ratio_se,
-             "ratio_without_fixed_cells": without_fixed, "ratio_with_oracle_optimized_cell": oracle_bound,
-             "ratio_to_thompson_in_tyche_cells": in_cells}
+            {
+                "scenario": scenario,
+                "design": design,
+                "replicates": len(group),
+                "cumulative_regret": mean,
+                "se": se,
+                "value": group["value"].mean(),
+                "ratio_to_thompson": ratio,
+                "ratio_se": ratio_se,
+                "ratio_without_fixed_cells": without_fixed,
+                "ratio_with_oracle_optimized_cell": oracle_bound,
+                "ratio_to_thompson_in_tyche_cells": in_cells,
+            }
         )
     table = pd.DataFrame(rows)
     per_round = main.groupby(["scenario", "design", "round"], as_index=False, sort=False)["regret"].mean()
@@ -863,9 +957,16 @@ def summarise(records: TaskRecords, settings: EvalSettings, seconds: float) -> E
         p, se = _clustered_proportion(group["covered_90%"], group["scenario"] + "/" + group["replicate"].astype(str))
         above = float(group["truth_above_90%"].mean())
         by_round_rows.append(
-            {"grouping": grouping, "fit after round": round_, "intervals": len(group), "coverage_90%": p,
-             "se_90%": se, "truth_above": above, "truth_below": 1.0 - p - above,
-             "difference_in_means_90%": float(group["difference_in_means_covered_90%"].mean())}
+            {
+                "grouping": grouping,
+                "fit after round": round_,
+                "intervals": len(group),
+                "coverage_90%": p,
+                "se_90%": se,
+                "truth_above": above,
+                "truth_below": 1.0 - p - above,
+                "difference_in_means_90%": float(group["difference_in_means_covered_90%"].mean()),
+            }
         )
     calibration_by_round = pd.DataFrame(by_round_rows)
 
@@ -876,8 +977,13 @@ def summarise(records: TaskRecords, settings: EvalSettings, seconds: float) -> E
         counts = np.bincount(group["rank"].to_numpy() * SBC_BINS // (SBC_RANK_DRAWS + 1), minlength=SBC_BINS)
         test = stats.chisquare(counts)
         sbc_rows.append(
-            {"quantity": quantity, "replicates": len(group), "chi_square": float(test.statistic),
-             "p_value": float(test.pvalue), "histogram": " ".join(str(c) for c in counts)}
+            {
+                "quantity": quantity,
+                "replicates": len(group),
+                "chi_square": float(test.statistic),
+                "p_value": float(test.pvalue),
+                "histogram": " ".join(str(c) for c in counts),
+            }
         )
     sbc = pd.DataFrame(sbc_rows)
 
@@ -888,18 +994,31 @@ def summarise(records: TaskRecords, settings: EvalSettings, seconds: float) -> E
     per_look = mad_raw.groupby(["scenario", "design", "score", "round", "arm"], as_index=False)["covered"].mean()
     mad_rows, null_rows = [], []
     for (scenario, design, score), group in joint.groupby(["scenario", "design", "score"], sort=False):
-        looks = per_look[(per_look["scenario"] == scenario) & (per_look["design"] == design) & (per_look["score"] == score)]
+        looks = per_look[
+            (per_look["scenario"] == scenario) & (per_look["design"] == design) & (per_look["score"] == score)
+        ]
         p = float(group["covered"].mean())
         mad_rows.append(
-            {"scenario": scenario, "design": design, "score": score, "replicates": len(group),
-             "joint_coverage": p, "se": _proportion_se(p, len(group)),
-             "lowest_look_coverage": float(looks["covered"].min())}
+            {
+                "scenario": scenario,
+                "design": design,
+                "score": score,
+                "replicates": len(group),
+                "joint_coverage": p,
+                "se": _proportion_se(p, len(group)),
+                "lowest_look_coverage": float(looks["covered"].min()),
+            }
         )
         if scenario == "aa_null":
             fp = float(group["false_positive"].mean())
             null_rows.append(
-                {"design": design, "score": score, "replicates": len(group), "false_positive_rate": fp,
-                 "se": _proportion_se(fp, len(group))}
+                {
+                    "design": design,
+                    "score": score,
+                    "replicates": len(group),
+                    "false_positive_rate": fp,
+                    "se": _proportion_se(fp, len(group)),
+                }
             )
     mad_coverage = pd.DataFrame(mad_rows)
     null_false_positives = pd.DataFrame(null_rows)
@@ -908,26 +1027,44 @@ def summarise(records: TaskRecords, settings: EvalSettings, seconds: float) -> E
     # In the A/A scenario every arm is best (ties go to control), so no policy can be wrong.
     policy_raw = policy_raw[policy_raw["scenario"] != "aa_null"]
     policy = policy_raw.groupby(["scenario", "design", "round"], as_index=False, sort=False).agg(
-        replicates=("share_best", "size"), share_best=("share_best", "mean"),
-        se=("share_best", lambda s: _mean_se(s)[1]), mean_segments=("segments", "mean"),
+        replicates=("share_best", "size"),
+        share_best=("share_best", "mean"),
+        se=("share_best", lambda s: _mean_se(s)[1]),
+        mean_segments=("segments", "mean"),
     )
 
     fits_raw = pd.DataFrame(records.fits)
     fits = fits_raw.groupby("scenario", as_index=False, sort=False).agg(
-        fits=("round", "size"), divergences=("divergences", "sum"), max_r_hat=("max_r_hat", "max"),
-        min_ess_bulk=("min_ess_bulk", "min"), mean_fit_seconds=("fit_seconds", "mean"),
+        fits=("round", "size"),
+        divergences=("divergences", "sum"),
+        max_r_hat=("max_r_hat", "max"),
+        min_ess_bulk=("min_ess_bulk", "min"),
+        mean_fit_seconds=("fit_seconds", "mean"),
     )
 
-    timing = pd.DataFrame(records.timing).groupby("task", as_index=False, sort=False).agg(
-        tasks=("seconds", "size"), wall_seconds=("seconds", "sum"), cpu_seconds=("cpu_seconds", "sum")
+    timing = (
+        pd.DataFrame(records.timing)
+        .groupby("task", as_index=False, sort=False)
+        .agg(tasks=("seconds", "size"), wall_seconds=("seconds", "sum"), cpu_seconds=("cpu_seconds", "sum"))
     )
 
     targets = _target_checks(regret_table, calibration_raw, sbc, mad_coverage, null_false_positives)
     return EvaluationResult(
-        settings=settings, regret=regret_table, regret_by_round=regret_by_round, regret_by_cell=regret_by_cell,
-        calibration=calibration, calibration_by_round=calibration_by_round,
-        sbc=sbc, mad_coverage=mad_coverage, null_false_positives=null_false_positives, policy=policy,
-        fits=fits, timing=timing, targets=targets, raw=records, seconds=seconds,
+        settings=settings,
+        regret=regret_table,
+        regret_by_round=regret_by_round,
+        regret_by_cell=regret_by_cell,
+        calibration=calibration,
+        calibration_by_round=calibration_by_round,
+        sbc=sbc,
+        mad_coverage=mad_coverage,
+        null_false_positives=null_false_positives,
+        policy=policy,
+        fits=fits,
+        timing=timing,
+        targets=targets,
+        raw=records,
+        seconds=seconds,
     )
 
 
@@ -942,13 +1079,20 @@ def _target_checks(regret_table, calibration_raw, sbc, mad_coverage, null_fp) ->
             )
     held_out = calibration_raw[calibration_raw["grouping"] == HELD_OUT]
     for level, (lo, hi) in ((0.9, (0.88, 0.92)),):
-        p, se = _clustered_proportion(held_out[f"covered_{level:.0%}"], held_out["scenario"] + "/" + held_out["replicate"].astype(str))
+        p, se = _clustered_proportion(
+            held_out[f"covered_{level:.0%}"], held_out["scenario"] + "/" + held_out["replicate"].astype(str)
+        )
         checks.append(TargetCheck(COVERAGE_TARGET, p, se, f"in [{lo}, {hi}]", lo <= p <= hi))
     m = len(sbc)
     smallest = float(sbc["p_value"].min()) if m else float("nan")
     checks.append(
-        TargetCheck("SBC: smallest rank-uniformity p-value x quantities (Bonferroni)", min(1.0, smallest * m),
-                    float("nan"), ">= 0.05", smallest * m >= 0.05)
+        TargetCheck(
+            "SBC: smallest rank-uniformity p-value x quantities (Bonferroni)",
+            min(1.0, smallest * m),
+            float("nan"),
+            ">= 0.05",
+            smallest * m >= 0.05,
+        )
     )
     tyche_mad = mad_coverage[(mad_coverage["design"] == "tyche") & (mad_coverage["scenario"] != "aa_null")]
     for score, group in tyche_mad.groupby("score", sort=False):
@@ -956,13 +1100,23 @@ def _target_checks(regret_table, calibration_raw, sbc, mad_coverage, null_fp) ->
         n = int(group["replicates"].sum())
         p = float(covered / n)
         checks.append(
-            TargetCheck(f"MAD joint coverage at every round, tyche, {score} score", p, _proportion_se(p, n),
-                        f">= {1 - MAD_ALPHA:.2f}", p >= 1 - MAD_ALPHA)
+            TargetCheck(
+                f"MAD joint coverage at every round, tyche, {score} score",
+                p,
+                _proportion_se(p, n),
+                f">= {1 - MAD_ALPHA:.2f}",
+                p >= 1 - MAD_ALPHA,
+            )
         )
     for row in null_fp.itertuples(index=False):
         checks.append(
-            TargetCheck(f"A/A false-positive rate under peeking, {row.design}, {row.score} score",
-                        row.false_positive_rate, row.se, f"<= {MAD_ALPHA:.2f}", row.false_positive_rate <= MAD_ALPHA)
+            TargetCheck(
+                f"A/A false-positive rate under peeking, {row.design}, {row.score} score",
+                row.false_positive_rate,
+                row.se,
+                f"<= {MAD_ALPHA:.2f}",
+                row.false_positive_rate <= MAD_ALPHA,
+            )
         )
     return tuple(checks)
 
@@ -1037,8 +1191,10 @@ def render_markdown(result: EvaluationResult, command: str) -> str:
     mins = result.seconds / 60
     cpu_minutes = result.timing["cpu_seconds"].sum() / 60
     targets = pd.DataFrame(
-        [{"target": t.name, "measured": t.value, "MC SE": t.standard_error, "required": t.target, "met": t.met}
-         for t in result.targets]
+        [
+            {"target": t.name, "measured": t.value, "MC SE": t.standard_error, "required": t.target, "met": t.met}
+            for t in result.targets
+        ]
     )
     regret = result.regret.assign(design=result.regret["design"].map(DESIGN_LABELS))
     parts = [
@@ -1047,7 +1203,7 @@ def render_markdown(result: EvaluationResult, command: str) -> str:
         "Produced by `eval/decision_quality.py`; do not edit by hand.",
         "",
         f"- Command: `{command}`",
-        f"- Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; wall time {mins:.1f} min; CPU time of "
+        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; wall time {mins:.1f} min; CPU time of "
         f"the tasks {cpu_minutes:.1f} min (on idle cores the wall time is about CPU time / workers, plus start-up)",
         f"- Machine: {platform.platform()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}; "
         "shared with other agents' CPU-heavy jobs while it ran, so wall times are upper bounds",
@@ -1056,9 +1212,9 @@ def render_markdown(result: EvaluationResult, command: str) -> str:
         f"explore / 90% optimized, epsilon 0.02, tree depth 2, min segment share 0.05)",
         f"- Replicates: {reps}; A/A baseline-only replicates {s.null_baseline_replicates}; "
         f"SBC fits {s.sbc_replicates} ({s.sbc_visitors:,} visitors each)",
-        "- Seeds: `derive_seed(f\"eval_{scenario}_{replicate:03d}\", round, purpose)` with purposes `visitors` "
+        '- Seeds: `derive_seed(f"eval_{scenario}_{replicate:03d}", round, purpose)` with purposes `visitors` '
         "(the same seed for every design: common random numbers), `posterior`, `policy_tree`, "
-        "`thompson_baseline`, `thompson_cells`, `segment_effects`; SBC `derive_seed(f\"eval_sbc_{replicate:03d}\", 1, \"sbc_truth\" | \"posterior\")`",
+        '`thompson_baseline`, `thompson_cells`, `segment_effects`; SBC `derive_seed(f"eval_sbc_{replicate:03d}", 1, "sbc_truth" | "posterior")`',
         "- ± figures are Monte Carlo standard errors over replicates (clustered by replicate where one "
         "replicate contributes several intervals).",
         "",
@@ -1124,7 +1280,7 @@ def render_markdown(result: EvaluationResult, command: str) -> str:
         "",
         "## Anytime-valid confidence sequences (MAD)",
         "",
-        f"`mad_confidence_path(..., looks=\"round\", alpha={MAD_ALPHA})`, Bonferroni over treatments; target: "
+        f'`mad_confidence_path(..., looks="round", alpha={MAD_ALPHA})`, Bonferroni over treatments; target: '
         "the running average of the true contrasts of the visitors seen so far. Joint coverage: share of "
         "replicates whose sequences covered every treatment at every round. `ipw`: plain IPW score; "
         "`centred`: outcome model `cuped_outcome_model` (running mean), as the round report uses.",
@@ -1177,7 +1333,9 @@ def main(argv: Sequence[str] | None = None) -> EvaluationResult:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a < 3 minute run with loose checks")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (1: run in this process)")
-    parser.add_argument("--output", type=Path, default=None, help="markdown report (default eval/results.md; none with --quick)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="markdown report (default eval/results.md; none with --quick)"
+    )
     parser.add_argument("--raw", type=Path, default=None, help="folder for the per-replicate records as CSV files")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
@@ -1194,9 +1352,13 @@ def main(argv: Sequence[str] | None = None) -> EvaluationResult:
         for name in ("regret", "regret_by_cell", "calibration", "policy", "mad", "fits", "sbc", "timing"):
             pd.DataFrame(getattr(records, name)).to_csv(args.raw / f"{name}.csv", index=False)
     for check in result.targets:
-        print(f"{'met ' if check.met else 'MISS'}  {check.name}: {check.value:.4g} (SE {check.standard_error:.2g}; {check.target})")
+        print(
+            f"{'met ' if check.met else 'MISS'}  {check.name}: {check.value:.4g} (SE {check.standard_error:.2g}; {check.target})"
+        )
     cpu_minutes = result.timing["cpu_seconds"].sum() / 60
-    print(f"done in {result.seconds / 60:.1f} min ({cpu_minutes:.1f} CPU min)" + (f"; wrote {output}" if output else ""))
+    print(
+        f"done in {result.seconds / 60:.1f} min ({cpu_minutes:.1f} CPU min)" + (f"; wrote {output}" if output else "")
+    )
     if args.quick:
         failures = quick_failures(result)
         assert not failures, "quick checks failed:\n" + "\n".join(failures)

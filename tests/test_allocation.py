@@ -1,15 +1,15 @@
 """Thompson allocation: the voting contract, the safety floor and the errors.
 
-The posteriors here are hand-built: a BinaryPosterior whose outcome means are designed per draw, so
+The posteriors here are hand-built: a Posterior whose outcome means are designed per draw, so
 every vote, and hence every win frequency, is known exactly.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable
 
 import arviz as az
 import numpy as np
@@ -18,7 +18,6 @@ import pytest
 import xarray as xr
 
 from tyche_lib import (
-    BinaryPosterior,
     Condition,
     Posterior,
     Rule,
@@ -43,7 +42,7 @@ def make_spec(covariates: dict):
 
 
 @dataclass(eq=False)
-class DesignedPosterior(BinaryPosterior):
+class DesignedPosterior(Posterior):
     """Control mean 0 everywhere; a treatment's mean is its designed contrast."""
 
     contrast_of: Callable[[pd.DataFrame], np.ndarray] | None = None  # profiles -> draws × profiles × treatments
@@ -277,15 +276,15 @@ def test_rejects_empty_or_duplicate_segments():
         thompson_allocation(small_posterior(), everyone() * 2)
 
 
-@pytest.mark.parametrize("not_a_posterior", ["base", "frame"])
-def test_rejects_anything_but_the_three_posterior_result_types(not_a_posterior):
+def test_rejects_anything_but_a_posterior():
+    with pytest.raises(TypeError, match="pass a Posterior, as returned by fit_posterior"):
+        thompson_allocation(small_posterior().observed, everyone())
+
+
+def test_the_posterior_base_is_abstract_so_a_new_engine_must_give_outcome_means():
     post = small_posterior()
-    if not_a_posterior == "base":
-        obj = Posterior(spec=post.spec, observed=post.observed, idata=post.idata)
-    else:
-        obj = post.observed
-    with pytest.raises(TypeError, match="pass a BinaryPosterior, ContinuousPosterior or HurdlePosterior"):
-        thompson_allocation(obj, everyone())
+    with pytest.raises(TypeError, match="outcome_mean_draws"):
+        Posterior(spec=post.spec, observed=post.observed, idata=post.idata)
 
 
 # -- integration: simulated data, a real posterior -------------------------------------------------
@@ -301,8 +300,8 @@ def test_segment_flip_tree_and_allocation_find_the_planted_segments():
     scenario = segment_flip()
     spec = scenario.spec()
     rows = simulate_round(scenario, initial_plan(spec), n=16_000, round=1, rng=12)
-    posterior = fit_posterior(rows, spec, draws=250, tune=250, chains=2, seed=12)
-    tree = fit_policy_tree(posterior, max_depth=2, min_segment_share=0.05, seed=12)
+    posterior = fit_posterior(rows, spec, draws=250, tune=250, chains=2, rng=12)
+    tree = fit_policy_tree(posterior, max_depth=2, min_segment_share=0.05, rng=12)
     alloc = thompson_allocation(posterior, tree.segments, epsilon=0.02)
 
     observed = posterior.observed

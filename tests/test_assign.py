@@ -70,8 +70,22 @@ def test_cli_in_another_process_gives_the_same_assignment(tmp_path, visitors, as
     # A different PYTHONHASHSEED: Python's own hash() would then disagree between processes.
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     result = subprocess.run(
-        [sys.executable, "-m", "tyche_lib.cli", "assign", "--plan", str(plan_path), "--visitors", str(csv), "--salt", "s1"],
-        capture_output=True, text=True, env=env, check=True,
+        [
+            sys.executable,
+            "-m",
+            "tyche_lib.cli",
+            "assign",
+            "--plan",
+            str(plan_path),
+            "--visitors",
+            str(csv),
+            "--salt",
+            "s1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     out = pd.read_csv(StringIO(result.stdout), dtype={"visitor_id": str})
     assert out["visitor_id"].tolist() == subset["visitor_id"].tolist()
@@ -195,9 +209,12 @@ def test_bad_input_names_the_field(visitors):
 
 def test_cli_takes_salt_and_traffic_share_from_the_spec(tmp_path, visitors):
     spec = {
-        "id": "checkout", "arms": list(ARMS), "covariates": {"device": "categorical"},
+        "id": "checkout",
+        "arms": list(ARMS),
+        "covariates": {"device": "categorical"},
         "metrics": {"primary": {"name": "converted", "family": "binary"}},
-        "salt": "from-spec", "traffic_share": 0.5,
+        "salt": "from-spec",
+        "traffic_share": 0.5,
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     (tmp_path / "plan.json").write_text(_plan().to_json())

@@ -40,11 +40,14 @@ class KnownPosterior(BinaryPosterior):
 
 
 def _spec(**metrics):
-    return spec_from_dict({
-        "id": "checkout", "arms": ARMS,
-        "covariates": {"device": {"type": "categorical", "levels": ["desktop", "mobile"]}},
-        "metrics": metrics or {"primary": {"name": "converted", "family": "binary"}},
-    })
+    return spec_from_dict(
+        {
+            "id": "checkout",
+            "arms": ARMS,
+            "covariates": {"device": {"type": "categorical", "levels": ["desktop", "mobile"]}},
+            "metrics": metrics or {"primary": {"name": "converted", "family": "binary"}},
+        }
+    )
 
 
 def _visitors(n_desktop=30, n_mobile=10):
@@ -104,8 +107,7 @@ def test_table_round_trip():
     assert back.arms == q.arms and back.round == 2
     for name in ("prob_best", "expected_loss", "prob_worse", "mean_effect"):
         pd.testing.assert_series_equal(getattr(back, name), getattr(q, name), check_names=False)
-    for name in ("prob_best_by_segment", "expected_loss_by_segment", "prob_worse_by_segment",
-                 "mean_effect_by_segment"):
+    for name in ("prob_best_by_segment", "expected_loss_by_segment", "prob_worse_by_segment", "mean_effect_by_segment"):
         pd.testing.assert_frame_equal(getattr(back, name), getattr(q, name), check_names=False)
     assert back.segment_sizes.to_dict() == q.segment_sizes.to_dict()
 
@@ -117,19 +119,26 @@ def _one_treatment_quantities(mu, s, draws=20000, seed=4):
     rng = np.random.default_rng(seed)
     c = rng.normal(mu, s, (draws, 1))
     return DecisionQuantities(
-        arms=("control", "t"), prob_best=pd.Series({"control": np.mean(c <= 0), "t": np.mean(c > 0)}),
-        expected_loss=pd.Series(dtype=float), prob_worse=pd.Series(dtype=float), mean_effect=pd.Series(dtype=float),
-        prob_best_by_segment=pd.DataFrame(), expected_loss_by_segment=pd.DataFrame(),
-        prob_worse_by_segment=pd.DataFrame(), mean_effect_by_segment=pd.DataFrame(),
-        segment_sizes=pd.Series(dtype=np.int64), contrast_draws=c,
+        arms=("control", "t"),
+        prob_best=pd.Series({"control": np.mean(c <= 0), "t": np.mean(c > 0)}),
+        expected_loss=pd.Series(dtype=float),
+        prob_worse=pd.Series(dtype=float),
+        mean_effect=pd.Series(dtype=float),
+        prob_best_by_segment=pd.DataFrame(),
+        expected_loss_by_segment=pd.DataFrame(),
+        prob_worse_by_segment=pd.DataFrame(),
+        mean_effect_by_segment=pd.DataFrame(),
+        segment_sizes=pd.Series(dtype=np.int64),
+        contrast_draws=c,
     )
 
 
 def test_value_of_one_more_round_matches_the_normal_closed_form():
     q = _one_treatment_quantities(mu=0.005, s=0.01)
     visitors, share, var = 2000, np.array([0.5, 0.5]), np.array([0.16, 0.17])
-    res = expected_value_of_one_more_round(q, visitors=visitors, allocation=share, outcome_variance=var,
-                                           seed=5, n_sims=20000)
+    res = expected_value_of_one_more_round(
+        q, visitors=visitors, allocation=share, outcome_variance=var, rng=5, n_sims=20000
+    )
     c = q.contrast_draws[:, 0]
     m, s2 = c.mean(), c.var(ddof=1)
     noise = (var / (visitors * share)).sum()
@@ -146,8 +155,13 @@ def test_value_grows_with_visitors_towards_perfect_information():
     post = _posterior({"a": (0.01, 0.0), "b": (0.0, 0.012)}, sd=0.02, seed=6)
     q = decision_quantities(post)
     values = [
-        expected_value_of_one_more_round(q, visitors=n, allocation={"control": 0.4, "a": 0.3, "b": 0.3},
-                                         outcome_variance={"control": 0.16, "a": 0.16, "b": 0.16}, seed=7).value
+        expected_value_of_one_more_round(
+            q,
+            visitors=n,
+            allocation={"control": 0.4, "a": 0.3, "b": 0.3},
+            outcome_variance={"control": 0.16, "a": 0.16, "b": 0.16},
+            rng=7,
+        ).value
         for n in (100, 1000, 10_000, 100_000, 10**9)
     ]
     # Common random numbers and antithetic pairs make the estimate exactly monotone in the round size.
@@ -155,17 +169,19 @@ def test_value_grows_with_visitors_towards_perfect_information():
     # Infinite data is perfect information: the value tends to today's expected loss (normal
     # approximation of non-normal draws: within 10 %).
     assert values[-1] == pytest.approx(
-        expected_value_of_one_more_round(q, visitors=10, allocation=[0.4, 0.3, 0.3], outcome_variance=[0.16] * 3,
-                                         seed=7).expected_loss_now, rel=0.1)
+        expected_value_of_one_more_round(
+            q, visitors=10, allocation=[0.4, 0.3, 0.3], outcome_variance=[0.16] * 3, rng=7
+        ).expected_loss_now,
+        rel=0.1,
+    )
 
 
 def test_value_of_information_refuses_bad_allocation():
     q = _one_treatment_quantities(0.0, 0.01, draws=100)
     with pytest.raises(ValueError, match="allocation"):
-        expected_value_of_one_more_round(q, visitors=10, allocation=[1.0, 0.0], outcome_variance=[1, 1], seed=0)
+        expected_value_of_one_more_round(q, visitors=10, allocation=[1.0, 0.0], outcome_variance=[1, 1], rng=0)
     with pytest.raises(ValueError, match="outcome_variance lacks arm 't'"):
-        expected_value_of_one_more_round(q, visitors=10, allocation=[0.5, 0.5], outcome_variance={"control": 1},
-                                         seed=0)
+        expected_value_of_one_more_round(q, visitors=10, allocation=[0.5, 0.5], outcome_variance={"control": 1}, rng=0)
 
 
 # -- graduation -----------------------------------------------------------------------------------
@@ -191,8 +207,9 @@ def test_graduation_stops_a_treatment_worse_everywhere_but_not_one_worse_somewhe
     history = _history({"a": (0.0, 0.0), "b": (-0.03, -0.03)}, 1)
     stop = graduation(history, loss_threshold=1e-6)
     assert stop.decision == Decision.STOP and stop.stop_arms == ("b",)
-    mixed = [decision_quantities(_posterior({"b": (-0.03, 0.03)}, sd=0.005, seed=20),
-                                 segments=["desk"] * 30 + ["mob"] * 10)]
+    mixed = [
+        decision_quantities(_posterior({"b": (-0.03, 0.03)}, sd=0.005, seed=20), segments=["desk"] * 30 + ["mob"] * 10)
+    ]
     assert mixed[0].prob_worse["b"] > 0.95  # worse overall (desktop dominates) ...
     assert graduation(mixed, loss_threshold=1e-6).decision == Decision.CONTINUE  # ... but not on mobile
 
@@ -210,14 +227,18 @@ def test_graduation_ends_on_control_when_control_is_best():
 def _metrics(n, seed, *, latency_harm=0.0, lift=0.08):
     rng = np.random.default_rng(seed)
     arm = rng.choice(ARMS, n)
-    rows = pd.DataFrame({
-        "arm": arm, "assignment_prob": 1 / 3,
-        "converted": (rng.random(n) < 0.2 + lift * (arm == "a")).astype(float),
-        "latency": rng.normal(300, 20, n) + latency_harm * (arm == "a"),
-    })
-    spec = _spec(primary={"name": "converted", "family": "binary"},
-                 guardrails=[{"name": "latency", "family": "continuous", "direction": "increase_is_bad",
-                              "tolerance": 5.0}])
+    rows = pd.DataFrame(
+        {
+            "arm": arm,
+            "assignment_prob": 1 / 3,
+            "converted": (rng.random(n) < 0.2 + lift * (arm == "a")).astype(float),
+            "latency": rng.normal(300, 20, n) + latency_harm * (arm == "a"),
+        }
+    )
+    spec = _spec(
+        primary={"name": "converted", "family": "binary"},
+        guardrails=[{"name": "latency", "family": "continuous", "direction": "increase_is_bad", "tolerance": 5.0}],
+    )
     return analyze_metrics(rows, spec, t_star=n)
 
 

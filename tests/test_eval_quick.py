@@ -117,8 +117,14 @@ def test_quick_run_designs_share_their_first_round(quick_run):
 def test_quick_run_writes_every_table_of_its_result(quick_run):
     _, result, report = quick_run
     text = report.read_text()
-    for heading in ("## Targets", "## Cumulative regret", "## Calibration", "## Simulation-based calibration",
-                    "## Anytime-valid", "## Policy quality"):
+    for heading in (
+        "## Targets",
+        "## Cumulative regret",
+        "## Calibration",
+        "## Simulation-based calibration",
+        "## Anytime-valid",
+        "## Policy quality",
+    ):
         assert heading in text
     for check in result.targets:
         assert check.name in text

@@ -61,25 +61,24 @@ def test_mad_agrees_with_pyssed_on_its_own_logged_run(k, continuous):
     from pyssed.bandit import Reward, TSBernoulli
 
     rng = np.random.default_rng(11 + k)
-    np.random.seed(11 + k)  # pyssed's Thompson sampler draws from the global numpy state
+    np.random.seed(11 + k)  # noqa: NPY002  # pyssed's Thompson sampler draws from the global numpy state
     means = [0.3, 0.5, 0.2, 0.6][:k]
 
     def reward(arm):
         y = rng.normal(1 + means[arm], 1.0) if continuous else float(rng.random() < means[arm])
         return Reward(float(y))
 
-    mad = MAD(bandit=TSBernoulli(k=k, control=0, reward=reward), alpha=ALPHA,
-              delta=lambda t: 1 / t**0.24, t_star=500)
+    mad = MAD(bandit=TSBernoulli(k=k, control=0, reward=reward), alpha=ALPHA, delta=lambda t: 1 / t**0.24, t_star=500)
     n = 300
     for _ in range(n):
         mad.pull(early_stopping=False, mc_adjust="Bonferroni")
     chosen, propensity, y = _pyssed_log(mad, n, k)
     rows = pd.DataFrame({"arm": chosen.astype(str), "assignment_prob": propensity, "y": y})
-    path = mad_confidence_path(rows, outcome="y", control="0", t_star=500, alpha=ALPHA,
-                               arms=[str(a) for a in range(k)])
+    path = mad_confidence_path(rows, outcome="y", control="0", t_star=500, alpha=ALPHA, arms=[str(a) for a in range(k)])
     _assert_matches_pyssed(path, mad, k, chosen)
-    last = mad_confidence_sequence(rows, outcome="y", control="0", t_star=500, alpha=ALPHA,
-                                   arms=[str(a) for a in range(k)])
+    last = mad_confidence_sequence(
+        rows, outcome="y", control="0", t_star=500, alpha=ALPHA, arms=[str(a) for a in range(k)]
+    )
     np.testing.assert_allclose(last["estimate"], [mad._ate[a][-1] for a in range(1, k)], atol=1e-8)
 
 
@@ -91,7 +90,7 @@ def test_aipw_agrees_with_pyssed_covariate_adjusted_mad():
 
     k, n = 3, 120
     rng = np.random.default_rng(7)
-    np.random.seed(7)
+    np.random.seed(7)  # noqa: NPY002
     effects, xs = [0.0, 0.4, -0.2], []
 
     def reward(arm):
@@ -99,8 +98,15 @@ def test_aipw_agrees_with_pyssed_covariate_adjusted_mad():
         xs.append(x)
         return Reward(float(1 + 2 * x + effects[arm] + rng.normal(0, 0.5)), covariates=pd.DataFrame({"x": [x]}))
 
-    mad = MAD(bandit=TSBernoulli(k=k, control=0, reward=reward), alpha=ALPHA, delta=lambda t: 1 / t**0.24,
-              t_star=200, model=FastOLSModel, n_warmup=1, pooled=True)
+    mad = MAD(
+        bandit=TSBernoulli(k=k, control=0, reward=reward),
+        alpha=ALPHA,
+        delta=lambda t: 1 / t**0.24,
+        t_star=200,
+        model=FastOLSModel,
+        n_warmup=1,
+        pooled=True,
+    )
     for _ in range(n):
         mad.pull(early_stopping=False, mc_adjust="Bonferroni")
     chosen, propensity, y = _pyssed_log(mad, n, k)
@@ -116,16 +122,22 @@ def test_aipw_agrees_with_pyssed_covariate_adjusted_mad():
     # pyssed skips the warm-up unit; so do we.
     rows = pd.DataFrame({"arm": chosen.astype(str), "assignment_prob": propensity, "y": y}).iloc[1:]
     outcome_model = pd.DataFrame(predictions[1:], columns=[str(a) for a in range(k)], index=rows.index)
-    path = mad_confidence_path(rows, outcome="y", control="0", t_star=200, alpha=ALPHA,
-                               arms=[str(a) for a in range(k)], outcome_model=outcome_model)
+    path = mad_confidence_path(
+        rows,
+        outcome="y",
+        control="0",
+        t_star=200,
+        alpha=ALPHA,
+        arms=[str(a) for a in range(k)],
+        outcome_model=outcome_model,
+    )
     _assert_matches_pyssed(path, mad, k, chosen, offset=1)
 
 
 def test_path_is_linear_time_on_a_million_rows():
     rng = np.random.default_rng(0)
     n = 1_000_000
-    rows = pd.DataFrame({"arm": rng.choice(["c", "t1", "t2"], n), "assignment_prob": 1 / 3,
-                         "y": rng.normal(size=n)})
+    rows = pd.DataFrame({"arm": rng.choice(["c", "t1", "t2"], n), "assignment_prob": 1 / 3, "y": rng.normal(size=n)})
     start = time.perf_counter()
     path = mad_confidence_path(rows, outcome="y", control="c", t_star=n, looks=[n // 2, n])
     # pyssed's O(n²) re-summing would take hours here; running sums take well under a second.
@@ -185,8 +197,9 @@ def test_aa_anytime_interval_holds_alpha_while_naive_t_tests_do_not():
     for i in range(e):
         rows = _rows(arms[i], y[i], p[i], names)
         for j, model in enumerate([None, _centred(rows, names)]):
-            path = mad_confidence_path(rows, outcome="y", control="control", t_star=rounds * per_round,
-                                       looks=looks, outcome_model=model)
+            path = mad_confidence_path(
+                rows, outcome="y", control="control", t_star=rounds * per_round, looks=looks, outcome_model=model
+            )
             excluded[i, j] = ((path["lower"] > 0) | (path["upper"] < 0)).any()
     # Naive analysis after every round: Welch t-test of the arm means so far, at 5 %.
     treated = (arms == 1).astype(float)
@@ -219,8 +232,14 @@ def test_sequences_cover_true_effects_at_every_look_in_adaptive_experiments(cent
     final_radius = np.zeros(e)
     for i in range(e):
         rows = _rows(arms[i], y[i], p[i], names)
-        path = mad_confidence_path(rows, outcome="y", control="control", t_star=rounds * per_round, looks=looks,
-                                   outcome_model=_centred(rows, names) if centred else None)
+        path = mad_confidence_path(
+            rows,
+            outcome="y",
+            control="control",
+            t_star=rounds * per_round,
+            looks=looks,
+            outcome_model=_centred(rows, names) if centred else None,
+        )
         true = path["arm"].map(truth)
         covered[i] = ((path["lower"] <= true) & (true <= path["upper"])).all()
         final_radius[i] = path.loc[path["n"] == looks[-1], "radius"].max()
@@ -245,12 +264,14 @@ def test_p_value_is_below_alpha_exactly_when_a_sequence_has_excluded_zero():
 
 
 def test_undefined_until_control_and_treatment_seen_and_looks_by_round():
-    rows = pd.DataFrame({
-        "round": [1, 1, 1, 2, 2, 2],
-        "arm": ["c", "c", "t", "c", "t", "u"],
-        "assignment_prob": 0.5,
-        "y": [1.0, 0.0, 1.0, 0.0, 1.0, 1.0],
-    })
+    rows = pd.DataFrame(
+        {
+            "round": [1, 1, 1, 2, 2, 2],
+            "arm": ["c", "c", "t", "c", "t", "u"],
+            "assignment_prob": 0.5,
+            "y": [1.0, 0.0, 1.0, 0.0, 1.0, 1.0],
+        }
+    )
     path = mad_confidence_path(rows, outcome="y", control="c", t_star=100, arms=["c", "t", "u"], looks="round")
     t = path[path["arm"] == "t"]
     u = path[path["arm"] == "u"]
@@ -265,8 +286,9 @@ def test_undefined_until_control_and_treatment_seen_and_looks_by_round():
 
 def test_bonferroni_widens_with_more_treatments():
     rng = np.random.default_rng(4)
-    rows = pd.DataFrame({"arm": rng.choice(["c", "a", "b", "d"], 4000), "assignment_prob": 0.25,
-                         "y": rng.normal(size=4000)})
+    rows = pd.DataFrame(
+        {"arm": rng.choice(["c", "a", "b", "d"], 4000), "assignment_prob": 0.25, "y": rng.normal(size=4000)}
+    )
     both = mad_confidence_sequence(rows, outcome="y", control="c", t_star=4000)
     plain = mad_confidence_sequence(rows, outcome="y", control="c", t_star=4000, correction="none")
     assert (both["radius"] > plain["radius"]).all()
@@ -328,7 +350,8 @@ def test_aipw_with_earlier_round_model_is_narrower_and_still_covers():
             cnt = w.sum(1, keepdims=True)
             mx, my = (w * x[:, past]).sum(1, keepdims=True) / cnt, (w * y[:, past]).sum(1, keepdims=True) / cnt
             slope = (w * (x[:, past] - mx) * (y[:, past] - my)).sum(1, keepdims=True) / (
-                (w * (x[:, past] - mx) ** 2).sum(1, keepdims=True))
+                (w * (x[:, past] - mx) ** 2).sum(1, keepdims=True)
+            )
             model[:, now, a] = my + slope * (x[:, now] - mx)
     looks = per_round * np.arange(1, rounds + 1)
     covered = np.zeros(e, dtype=bool)
@@ -362,11 +385,14 @@ class KnownPosterior(BinaryPosterior):
 
 
 def _device_spec():
-    return spec_from_dict({
-        "id": "demo", "arms": ["control", "a"],
-        "covariates": {"device": {"type": "categorical", "levels": ["desktop", "mobile"]}},
-        "metrics": {"primary": {"name": "y", "family": "binary"}},
-    })
+    return spec_from_dict(
+        {
+            "id": "demo",
+            "arms": ["control", "a"],
+            "covariates": {"device": {"type": "categorical", "levels": ["desktop", "mobile"]}},
+            "metrics": {"primary": {"name": "y", "family": "binary"}},
+        }
+    )
 
 
 def test_outcome_predictions_are_posterior_means_per_row_and_arm():
@@ -438,10 +464,20 @@ def test_cuped_model_narrows_mad_sequences_and_covers():
         rows = pd.DataFrame({"arm": np.where(treated[i], "t", "c"), "assignment_prob": 0.5, "y": y[i], "x": pre[i]})
         runs = [
             mad_confidence_sequence(rows, outcome="y", control="c", t_star=n),
-            mad_confidence_sequence(rows, outcome="y", control="c", t_star=n,
-                                    outcome_model=cuped_outcome_model(rows, outcome="y", arms=["c", "t"])),
-            mad_confidence_sequence(rows, outcome="y", control="c", t_star=n,
-                                    outcome_model=cuped_outcome_model(rows, outcome="y", arms=["c", "t"], pre_period="x")),
+            mad_confidence_sequence(
+                rows,
+                outcome="y",
+                control="c",
+                t_star=n,
+                outcome_model=cuped_outcome_model(rows, outcome="y", arms=["c", "t"]),
+            ),
+            mad_confidence_sequence(
+                rows,
+                outcome="y",
+                control="c",
+                t_star=n,
+                outcome_model=cuped_outcome_model(rows, outcome="y", arms=["c", "t"], pre_period="x"),
+            ),
         ]
         widths[i] = [r["radius"].iloc[0] for r in runs]
         covered[i] = runs[2]["lower"].iloc[0] <= ate <= runs[2]["upper"].iloc[0]
@@ -477,8 +513,13 @@ def test_msprt_rejects_a_large_effect():
     arms = rng.random((e, n)) < 0.5
     y = (rng.random((e, n)) < np.where(arms, 0.3, 0.2)).astype(float)
     rejected = [
-        msprt(pd.DataFrame({"arm": np.where(arms[i], "b", "a"), "y": y[i]}), outcome="y", control="a",
-              treatment="b", family="binary").rejected
+        msprt(
+            pd.DataFrame({"arm": np.where(arms[i], "b", "a"), "y": y[i]}),
+            outcome="y",
+            control="a",
+            treatment="b",
+            family="binary",
+        ).rejected
         for i in range(e)
     ]
     # z ≈ 5 at the end: the always-valid test must find it nearly always.
@@ -512,7 +553,8 @@ def test_msprt_refuses_non_binary_outcome_for_binary_family():
 
 def _metrics_spec(**extra):
     d = {
-        "id": "checkout", "arms": ["control", "green", "blue"],
+        "id": "checkout",
+        "arms": ["control", "green", "blue"],
         "covariates": {"device": "categorical"},
         "metrics": {
             "primary": {"name": "converted", "family": "binary"},
@@ -532,15 +574,19 @@ def _metrics_rows(n, seed, *, latency_harm=0.0, revenue_harm=0.0, lift=0.0):
     arm = rng.choice(["control", "green", "blue"], n, p=[0.4, 0.3, 0.3])
     prob = np.select([arm == "control", arm == "green"], [0.4, 0.3], 0.3)
     green, blue = arm == "green", arm == "blue"
-    return pd.DataFrame({
-        "round": np.repeat(np.arange(1, 5), n // 4),
-        "arm": arm, "assignment_prob": prob, "device": "web",
-        "converted": (rng.random(n) < 0.2 + lift * green).astype(float),
-        "latency": rng.normal(300, 20, n) + latency_harm * blue,
-        "revenue": rng.normal(20, 4, n) - revenue_harm * green,
-        "clicks": rng.poisson(3 + 0.3 * green, n).astype(float),
-        "pages": rng.poisson(5, n).astype(float),
-    })
+    return pd.DataFrame(
+        {
+            "round": np.repeat(np.arange(1, 5), n // 4),
+            "arm": arm,
+            "assignment_prob": prob,
+            "device": "web",
+            "converted": (rng.random(n) < 0.2 + lift * green).astype(float),
+            "latency": rng.normal(300, 20, n) + latency_harm * blue,
+            "revenue": rng.normal(20, 4, n) - revenue_harm * green,
+            "clicks": rng.poisson(3 + 0.3 * green, n).astype(float),
+            "pages": rng.poisson(5, n).astype(float),
+        }
+    )
 
 
 def test_bh_q_values_match_scipy_and_the_step_up_rule():
@@ -580,10 +626,16 @@ def test_guardrail_passes_when_harm_beyond_tolerance_is_excluded():
     lat = res.guardrails[res.guardrails["metric"] == "latency"]
     # With 20k rows the latency interval (sd 20) is a few ms wide: harm above 5 ms is excluded.
     assert (lat["verdict"] == "pass").all() and (lat["upper"] < 5.0).all()
-    no_tolerance = analyze_metrics(rows, _metrics_spec(metrics={
-        "primary": {"name": "converted", "family": "binary"},
-        "guardrails": [{"name": "latency", "family": "continuous", "direction": "increase_is_bad"}],
-    }), t_star=20000)
+    no_tolerance = analyze_metrics(
+        rows,
+        _metrics_spec(
+            metrics={
+                "primary": {"name": "converted", "family": "binary"},
+                "guardrails": [{"name": "latency", "family": "continuous", "direction": "increase_is_bad"}],
+            }
+        ),
+        t_star=20000,
+    )
     # Tolerance 0 and no true change: the interval straddles 0, so neither pass nor fail.
     assert set(no_tolerance.guardrails["verdict"]) == {"inconclusive"}
 
@@ -614,7 +666,8 @@ def test_analyze_metrics_accepts_rounds_concatenated_with_repeated_index():
     repeated = pd.concat([rows.iloc[:2000], rows.iloc[2000:].reset_index(drop=True)])
     assert not repeated.index.is_unique
     spec = _metrics_spec()
-    pd.testing.assert_frame_equal(analyze_metrics(repeated, spec, t_star=4000).effects,
-                                  analyze_metrics(rows, spec, t_star=4000).effects)
+    pd.testing.assert_frame_equal(
+        analyze_metrics(repeated, spec, t_star=4000).effects, analyze_metrics(rows, spec, t_star=4000).effects
+    )
     with pytest.raises(ValueError, match="duplicate labels"):
         analyze_metrics(repeated, spec, t_star=4000, outcome_models={"converted": rows[[]].assign(control=0.0)})

@@ -8,22 +8,32 @@ import pytest
 
 from tyche_lib import Condition, Plan, PlanError, PlanSegment, Rule, initial_plan, spec_from_dict
 
-SPEC = spec_from_dict({
-    "id": "exp", "arms": ["control", "b", "c"],
-    "covariates": {"device": {"type": "categorical", "levels": ["mobile", "desktop"]}, "age": "numeric"},
-    "metrics": {"primary": {"name": "y", "family": "binary"}},
-    "cells": {"min_control_weight": 0.1, "min_explore_weight": 0.06},
-})
+SPEC = spec_from_dict(
+    {
+        "id": "exp",
+        "arms": ["control", "b", "c"],
+        "covariates": {"device": {"type": "categorical", "levels": ["mobile", "desktop"]}, "age": "numeric"},
+        "metrics": {"primary": {"name": "y", "family": "binary"}},
+        "cells": {"min_control_weight": 0.1, "min_explore_weight": 0.06},
+    }
+)
 MOBILE = Condition("device", "in", levels=("mobile",))
 
 
 def two_segment_plan(**overrides):
     segments = (
         PlanSegment("s1", Rule((MOBILE,)), {"control": 0.1, "b": 0.7, "c": 0.2}),
-        PlanSegment("s2", Rule((Condition("device", "not in", levels=("mobile",)),)), {"control": 0.5, "b": 0.25, "c": 0.25}),
+        PlanSegment(
+            "s2", Rule((Condition("device", "not in", levels=("mobile",)),)), {"control": 0.5, "b": 0.25, "c": 0.25}
+        ),
     )
-    kwargs = dict(experiment_id="exp", round=2, arms=SPEC.arms,
-                  weights={"control": 0.1, "explore": 0.06, "optimized": 0.84}, segments=segments)
+    kwargs = dict(
+        experiment_id="exp",
+        round=2,
+        arms=SPEC.arms,
+        weights={"control": 0.1, "explore": 0.06, "optimized": 0.84},
+        segments=segments,
+    )
     kwargs.update(overrides)
     return Plan(**kwargs)
 

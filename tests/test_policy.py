@@ -7,8 +7,8 @@ posterior-mean contrasts are known and each visitor's best arm is planted.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import arviz as az
 import numpy as np
@@ -17,9 +17,10 @@ import pytest
 import xarray as xr
 
 from tyche_lib import (
-    BinaryPosterior,
     DiscoveredSegment,
     PolicyTree,
+    Posterior,
+    RowsError,
     Rule,
     fit_policy_tree,
     spec_from_dict,
@@ -30,7 +31,7 @@ COVARIATES = {"device": "categorical", "returning": "boolean", "age": "numeric"}
 
 
 @dataclass(eq=False)
-class PlantedPosterior(BinaryPosterior):
+class PlantedPosterior(Posterior):
     """Control mean 0.1; a treatment's mean adds the planted contrast (profiles × treatments)."""
 
     contrast_of: Callable[[pd.DataFrame], np.ndarray] | None = None
@@ -44,7 +45,12 @@ class PlantedPosterior(BinaryPosterior):
 
 def make_posterior(observed: pd.DataFrame, contrast_of, covariates=COVARIATES) -> PlantedPosterior:
     spec = spec_from_dict(
-        {"id": "tree", "arms": ARMS, "covariates": covariates, "metrics": {"primary": {"name": "y", "family": "binary"}}}
+        {
+            "id": "tree",
+            "arms": ARMS,
+            "covariates": covariates,
+            "metrics": {"primary": {"name": "y", "family": "binary"}},
+        }
     )
     idata = az.InferenceData(posterior=xr.Dataset({"mu": (("chain", "draw"), np.zeros((1, 4)))}))
     return PlantedPosterior(spec=spec, observed=observed, idata=idata, contrast_of=contrast_of)
@@ -77,7 +83,7 @@ def planted_contrasts(rows: pd.DataFrame) -> np.ndarray:
 @pytest.fixture(scope="module")
 def planted():
     post = make_posterior(visitors(3000, seed=1), planted_contrasts)
-    return post, fit_policy_tree(post, max_depth=2, min_segment_share=0.05, seed=3)
+    return post, fit_policy_tree(post, max_depth=2, min_segment_share=0.05, rng=3)
 
 
 def test_segments_separate_the_planted_groups(planted):
@@ -152,7 +158,7 @@ def test_boolean_splits_read_as_is_true_or_false():
         return np.column_stack([np.where(ret, -0.02, 0.03), np.where(ret, 0.04, -0.01)])
 
     post = make_posterior(visitors(1000, seed=2), contrasts)
-    tree = fit_policy_tree(post, max_depth=2, seed=0)
+    tree = fit_policy_tree(post, max_depth=2, rng=0)
     assert [str(s.rule) for s in tree.segments] == ["returning is False", "returning is True"]
     assert [s.rule.conditions[0].threshold for s in tree.segments] == [0.0, 1.0]
     assert [s.leading_arm for s in tree.segments] == ["green", "blue"]
@@ -166,7 +172,7 @@ def test_repeated_categorical_splits_merge_into_one_set():
         return np.column_stack([np.where(d == "a", 0.05, -0.01), np.where(d == "b", 0.05, -0.01)])
 
     post = make_posterior(visitors(2000, seed=4, devices=("a", "b", "c", "d")), contrasts)
-    tree = fit_policy_tree(post, max_depth=2, seed=0)
+    tree = fit_policy_tree(post, max_depth=2, rng=0)
     rules = {s.leading_arm: str(s.rule) for s in tree.segments}
     assert rules == {"green": "device in {a}", "blue": "device in {b}", "control": "device not in {a, b}"}
 
@@ -178,18 +184,18 @@ def test_min_segment_share_is_respected_and_binds():
         return np.column_stack([np.where(tablet, -0.05, 0.02), np.where(tablet, 0.08, -0.01)])
 
     post = make_posterior(visitors(4000, seed=5, p=[0.5, 0.47, 0.03]), contrasts)
-    coarse = fit_policy_tree(post, max_depth=2, min_segment_share=0.05, seed=0)
+    coarse = fit_policy_tree(post, max_depth=2, min_segment_share=0.05, rng=0)
     assert all(s.share >= 0.05 for s in coarse.segments)
     assert all(s.leading_arm != "blue" for s in coarse.segments)
-    fine = fit_policy_tree(post, max_depth=2, min_segment_share=0.02, seed=0)
+    fine = fit_policy_tree(post, max_depth=2, min_segment_share=0.02, rng=0)
     assert [str(s.rule) for s in fine.segments if s.leading_arm == "blue"] == ["device in {tablet}"]
     assert all(s.share >= 0.02 for s in fine.segments)
 
 
 def test_deterministic_given_seed():
     post = make_posterior(visitors(1500, seed=6), planted_contrasts)
-    first = fit_policy_tree(post, max_depth=3, min_segment_share=0.05, seed=42)
-    assert fit_policy_tree(post, max_depth=3, min_segment_share=0.05, seed=42).to_dict() == first.to_dict()
+    first = fit_policy_tree(post, max_depth=3, min_segment_share=0.05, rng=42)
+    assert fit_policy_tree(post, max_depth=3, min_segment_share=0.05, rng=42).to_dict() == first.to_dict()
 
 
 def test_no_split_when_only_the_size_of_an_effect_changes():
@@ -199,7 +205,7 @@ def test_no_split_when_only_the_size_of_an_effect_changes():
         return np.column_stack([np.where(mobile, 0.06, 0.02), np.full(len(rows), -0.01)])
 
     post = make_posterior(visitors(1000, seed=7), contrasts)
-    tree = fit_policy_tree(post, seed=0)
+    tree = fit_policy_tree(post, rng=0)
     assert [(s.id, s.rule, s.leading_arm, s.share) for s in tree.segments] == [("all", Rule(), "green", 1.0)]
     assert (tree.segment_of(post.observed) == "all").all()
 
@@ -208,15 +214,17 @@ def test_single_segment_without_covariates_or_variation():
     no_covariates = make_posterior(
         pd.DataFrame(index=range(50)), lambda rows: np.tile([-0.01, -0.02], (len(rows), 1)), covariates={}
     )
-    tree = fit_policy_tree(no_covariates, seed=0)
+    tree = fit_policy_tree(no_covariates, rng=0)
     assert [(s.id, s.rule, s.leading_arm, s.n) for s in tree.segments] == [("all", Rule(), "control", 50)]
-    one_profile = make_posterior(visitors(20, seed=8).assign(device="mobile", returning=True, age=30.0), planted_contrasts)
-    assert [s.id for s in fit_policy_tree(one_profile, seed=0).segments] == ["all"]
+    one_profile = make_posterior(
+        visitors(20, seed=8).assign(device="mobile", returning=True, age=30.0), planted_contrasts
+    )
+    assert [s.id for s in fit_policy_tree(one_profile, rng=0).segments] == ["all"]
 
 
 def test_errors_name_the_problem():
     post = make_posterior(visitors(100, seed=0), planted_contrasts)
-    with pytest.raises(TypeError, match="pass a BinaryPosterior, ContinuousPosterior or HurdlePosterior"):
+    with pytest.raises(TypeError, match="pass a Posterior, as returned by fit_posterior"):
         fit_policy_tree(post.observed)
     with pytest.raises(ValueError, match="max_depth = 0: must be an integer >= 1"):
         fit_policy_tree(post, max_depth=0)
@@ -225,8 +233,8 @@ def test_errors_name_the_problem():
     empty = make_posterior(post.observed.iloc[:0], planted_contrasts)
     with pytest.raises(ValueError, match="posterior.observed has no rows: fit_policy_tree needs"):
         fit_policy_tree(empty)
-    tree = fit_policy_tree(post, seed=0)
-    with pytest.raises(KeyError, match="needs column 'device'"):
+    tree = fit_policy_tree(post, rng=0)
+    with pytest.raises(RowsError, match="needs column 'device'"):
         tree.segment_of(post.observed.drop(columns="device"))
 
 
@@ -268,16 +276,18 @@ def test_a_split_stands_only_where_the_posterior_is_confident_the_best_arm_chang
     # Per draw, mobile's green-minus-blue is gap + N(0, 0.01) - N(0, 0.01): P(green wins on mobile)
     # = Phi(gap / 0.0141) = 0.98 at gap 0.03 and 0.64 at gap 0.005 (the other side is surer still,
     # its noise averaging two devices). Monte Carlo error of a probability over 1,000 draws: < 0.016.
-    strong = fit_policy_tree(noisy_posterior(0.03), max_depth=2, seed=0, split_confidence=0.8)
+    strong = fit_policy_tree(noisy_posterior(0.03), max_depth=2, rng=0, split_confidence=0.8)
     assert sorted(s.leading_arm for s in strong.segments) == ["blue", "green"]
     mobile = next(s for s in strong.segments if s.leading_arm == "green")
-    assert mobile.rule.matches(pd.DataFrame({"device": ["mobile", "desktop"], "returning": [True, False], "age": [30.0, 30.0]})).tolist() == [True, False]
+    assert mobile.rule.matches(
+        pd.DataFrame({"device": ["mobile", "desktop"], "returning": [True, False], "age": [30.0, 30.0]})
+    ).tolist() == [True, False]
 
     weak = noisy_posterior(0.005)
-    merged = fit_policy_tree(weak, max_depth=2, seed=0, split_confidence=0.8)
+    merged = fit_policy_tree(weak, max_depth=2, rng=0, split_confidence=0.8)
     assert [s.id for s in merged.segments] == ["all"]
     # The same posterior with the check off keeps the split its posterior means suggest.
-    kept = fit_policy_tree(weak, max_depth=2, seed=0, split_confidence=0.0)
+    kept = fit_policy_tree(weak, max_depth=2, rng=0, split_confidence=0.0)
     assert sorted(s.leading_arm for s in kept.segments) == ["blue", "green"]
 
 

@@ -56,21 +56,21 @@ def flip():
     """
     scenario = segment_flip()
     rows = scenario_rows(scenario, 20_000, rng=101).drop(columns="latency_ms")
-    return scenario, rows, fit_posterior(rows, scenario.spec(), seed=1, **FAST)
+    return scenario, rows, fit_posterior(rows, scenario.spec(), rng=1, **FAST)
 
 
 @pytest.fixture(scope="module")
 def revenue():
     scenario = hurdle_revenue()
     rows = scenario_rows(scenario, 12_000, rng=202)
-    return scenario, rows, fit_posterior(rows, scenario.spec(), seed=2, **FAST)
+    return scenario, rows, fit_posterior(rows, scenario.spec(), rng=2, **FAST)
 
 
 @pytest.fixture(scope="module")
 def value():
     scenario = continuous()
     rows = scenario_rows(scenario, 10_000, rng=303)
-    return scenario, rows, fit_posterior(rows, scenario.spec(), seed=3, **FAST)
+    return scenario, rows, fit_posterior(rows, scenario.spec(), rng=3, **FAST)
 
 
 # -- the model description (no sampling) ----------------------------------------------------------
@@ -87,8 +87,9 @@ def test_binary_with_categorical_covariates_is_aggregated_and_numeric_is_not():
     assert counts["trials"].sum() == len(rows) and counts["successes"].sum() == rows["converted"].sum()
     assert len(counts) == len(counts[["device", "returning", "region", "age", "arm"]].drop_duplicates())
 
-    unbucketed = scenario.spec(covariates={"device": {"type": "categorical", "levels": ["mobile", "desktop", "tablet"]},
-                                           "age": "numeric"})
+    unbucketed = scenario.spec(
+        covariates={"device": {"type": "categorical", "levels": ["mobile", "desktop", "tablet"]}, "age": "numeric"}
+    )
     d_rows = describe_model(rows, unbucketed)
     assert not d_rows.aggregated and d_rows.bambi_family == "bernoulli"
     with pytest.raises(ValueError, match="age"):
@@ -146,17 +147,17 @@ def test_bad_rows_raise_errors_naming_what_is_wrong():
     spec = scenario.spec()
     rows = scenario_rows(scenario, 500, rng=6)
     with pytest.raises(ValueError, match="no rows"):
-        fit_posterior(rows.iloc[:0], spec, seed=0)
+        fit_posterior(rows.iloc[:0], spec, rng=0)
     with pytest.raises(RowsError, match="converted"):
-        fit_posterior(rows.drop(columns="converted"), spec, seed=0)
+        fit_posterior(rows.drop(columns="converted"), spec, rng=0)
     with pytest.raises(RowsError, match="only one arm"):
-        fit_posterior(rows.assign(arm="flip"), spec, seed=0)
+        fit_posterior(rows.assign(arm="flip"), spec, rng=0)
     with pytest.raises(RowsError, match="unknown arm"):
-        fit_posterior(rows.assign(arm="nope"), spec, seed=0)
+        fit_posterior(rows.assign(arm="nope"), spec, rng=0)
     with pytest.raises(RowsError, match="device"):
-        fit_posterior(rows.drop(columns="device"), spec, seed=0)
+        fit_posterior(rows.drop(columns="device"), spec, rng=0)
     with pytest.raises(ValueError, match="aggregate=True"):
-        fit_posterior(scenario_rows(continuous(), 500, rng=7), continuous().spec(), seed=0, aggregate=True)
+        fit_posterior(scenario_rows(continuous(), 500, rng=7), continuous().spec(), rng=0, aggregate=True)
 
 
 @pytest.mark.slow
@@ -164,7 +165,7 @@ def test_no_covariates_fits_arm_only():
     scenario = segment_flip()
     spec = scenario.spec(covariates={})
     rows = scenario_rows(scenario, 8_000, rng=8)
-    post = fit_posterior(rows, spec, seed=9, **FAST)
+    post = fit_posterior(rows, spec, rng=9, **FAST)
     assert post.description.formulas == ("p(successes, trials) ~ arm",) and post.model_info["n_cells"] == 4
     draws = post.contrast_draws()
     assert draws.shape == (400, len(rows), 3)
@@ -237,7 +238,7 @@ def test_summary_reports_coefficients_and_diagnostics(flip):
 @pytest.mark.slow
 def test_same_seed_same_draws_and_netcdf_round_trip(flip, tmp_path):
     scenario, rows, post = flip
-    again = fit_posterior(rows, scenario.spec(), seed=1, **FAST)
+    again = fit_posterior(rows, scenario.spec(), rng=1, **FAST)
     for name, var in post.idata.posterior.data_vars.items():
         assert np.array_equal(var.values, again.idata.posterior[name].values), name
     paths = [post.to_netcdf(tmp_path / "a.nc"), again.to_netcdf(tmp_path / "b.nc")]
@@ -253,7 +254,7 @@ def test_same_seed_same_draws_and_netcdf_round_trip(flip, tmp_path):
     with pytest.raises(ValueError, match="not a ContinuousPosterior"):
         ContinuousPosterior.from_netcdf(paths[0], rows, scenario.spec())
 
-    other = fit_posterior(rows, scenario.spec(), seed=2, **FAST)
+    other = fit_posterior(rows, scenario.spec(), rng=2, **FAST)
     assert not np.array_equal(other.idata.posterior["Intercept"].values, post.idata.posterior["Intercept"].values)
 
 
@@ -263,8 +264,8 @@ def test_aggregated_and_row_level_binary_fits_agree(flip):
     # Both fits tune long enough for the dense mass matrix to settle (~500 steps): with 200 the
     # spread of heavy-tailed small-profile contrasts is estimated from too few effective draws.
     settled = {**FAST, "tune": 500}
-    aggregated = fit_posterior(rows, scenario.spec(), seed=1, **settled)
-    row_level = fit_posterior(rows, scenario.spec(), seed=5, aggregate=False, **settled)
+    aggregated = fit_posterior(rows, scenario.spec(), rng=1, **settled)
+    row_level = fit_posterior(rows, scenario.spec(), rng=5, aggregate=False, **settled)
     assert row_level.method == "rows" and row_level.description.bambi_family == "bernoulli"
     profiles = model_profiles(aggregated)
     a = aggregated.profile_contrast_draws(profiles)
@@ -274,7 +275,9 @@ def test_aggregated_and_row_level_binary_fits_agree(flip):
     # standard errors of the difference: a true model gives |z| > 4.5 with probability 7e-6 per
     # contrast (< 0.01 over these ~300), while a different likelihood or prior shifts means by
     # far more.
-    se = np.sqrt(a.std(axis=0) ** 2 / effective_sizes(aggregated, a) + r.std(axis=0) ** 2 / effective_sizes(row_level, r))
+    se = np.sqrt(
+        a.std(axis=0) ** 2 / effective_sizes(aggregated, a) + r.std(axis=0) ** 2 / effective_sizes(row_level, r)
+    )
     z = (a.mean(axis=0) - r.mean(axis=0)) / se
     assert np.abs(z).max() < 4.5
     # The check is sharp: its tolerance is a small fraction of the posterior spread.

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tyche_lib import initial_plan
-from tyche_lib._quality import quality_check, quality_suite
+from tyche_lib.measure import quality_check, quality_suite
 from tyche_lib.simulate import continuous, hurdle_revenue, no_heterogeneity, segment_flip, simulate_round
 
 SCENARIO = segment_flip(pre_period_correlation=0.5)
@@ -67,7 +67,9 @@ def test_a_bad_value_is_named_with_its_row(clean, column, bad_value, rule):
     failure = only_failure(quality_check(bad, SPEC), column)
     assert failure.rule == rule
     assert failure.examples == [bad_value] and failure.example_rows == [17] and failure.unexpected_count == 1
-    assert f"column '{column}'" in failure.message and repr(bad_value) in failure.message and "row 17" in failure.message
+    assert (
+        f"column '{column}'" in failure.message and repr(bad_value) in failure.message and "row 17" in failure.message
+    )
 
 
 def test_probabilities_must_be_in_zero_one(clean):
@@ -130,8 +132,17 @@ def test_family_and_spec_ranges_of_metrics():
 def test_suite_is_built_from_the_spec():
     suite = quality_suite(SPEC)
     columns = {e.column for e in suite.expectations}
-    assert {"visitor_id", "cell", "arm", "assignment_prob", "segment_id", "device", "converted",
-            "latency_ms", "pre_value"} <= columns
+    assert {
+        "visitor_id",
+        "cell",
+        "arm",
+        "assignment_prob",
+        "segment_id",
+        "device",
+        "converted",
+        "latency_ms",
+        "pre_value",
+    } <= columns
     rules = [e.meta["rule"] for e in suite.expectations]
     assert len(rules) == len(set(rules))  # each rule is reported under its own name
 

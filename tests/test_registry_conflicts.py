@@ -28,7 +28,16 @@ def test_overlapping_dates_audiences_and_shares_conflict_and_the_report_names_th
     assert conflict.shares == {"alpha": 0.6, "beta": 0.5}
     assert abs(conflict.total_share - 1.1) < 1e-12
     text = str(conflict)
-    for part in ("alpha", "beta", "2026-03-01 to 2026-03-31", "country in {FR}", "device in {mobile}", "60%", "50%", "110%"):
+    for part in (
+        "alpha",
+        "beta",
+        "2026-03-01 to 2026-03-31",
+        "country in {FR}",
+        "device in {mobile}",
+        "60%",
+        "50%",
+        "110%",
+    ):
         assert part in text, part
 
 

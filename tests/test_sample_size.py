@@ -84,7 +84,7 @@ def _two_arm_scenario(p_control, lift):
 def test_one_round_matches_the_normal_approximation_of_picking_the_better_arm():
     p, lift, visitors, n_sims = 0.10, 0.02, 1000, 400
     result = plan_adaptive_sample_size(
-        _two_arm_scenario(p, lift), rounds_grid=[1], visitors_grid=[visitors], n_sims=n_sims, seed=11
+        _two_arm_scenario(p, lift), rounds_grid=[1], visitors_grid=[visitors], n_sims=n_sims, rng=11
     )
     # Round 1 routes by the initial plan: control gets 5% + 5%/2 + 90%/2 of the visitors.
     share_control = 0.05 + 0.05 / 2 + 0.90 / 2
@@ -101,7 +101,7 @@ def test_one_round_matches_the_normal_approximation_of_picking_the_better_arm():
 @pytest.fixture(scope="module")
 def planned():
     return plan_adaptive_sample_size(
-        no_heterogeneity(), rounds_grid=[1, 3], visitors_grid=[300, 3000], n_sims=60, seed=5, target_probability=0.8
+        no_heterogeneity(), rounds_grid=[1, 3], visitors_grid=[300, 3000], n_sims=60, rng=5, target_probability=0.8
     )
 
 
@@ -126,7 +126,7 @@ def test_recommendation_is_the_cheapest_grid_point_reaching_the_target(planned):
 def test_same_seed_same_plan_and_segments_get_their_own_best_arm():
     mobile = Rule((Condition("device", "in", levels=("mobile",)),))
     other = Rule((Condition("device", "not in", levels=("mobile",)),))
-    kwargs = dict(rounds_grid=[1, 2], visitors_grid=[400], n_sims=4, seed=9, segments=[mobile, other])
+    kwargs = dict(rounds_grid=[1, 2], visitors_grid=[400], n_sims=4, rng=9, segments=[mobile, other])
     first = plan_adaptive_sample_size(segment_flip(), **kwargs)
     pd.testing.assert_frame_equal(first.grid, plan_adaptive_sample_size(segment_flip(), **kwargs).grid)
     # flip helps mobile only; mild helps returning visitors (40% of them), so it wins off mobile.
@@ -136,7 +136,11 @@ def test_same_seed_same_plan_and_segments_get_their_own_best_arm():
 def test_an_unreachable_target_is_reported_not_guessed():
     # A lift of 0.1 percentage point is a coin flip at 100 visitors: 20 of 20 correct has odds 1e-6.
     result = plan_adaptive_sample_size(
-        _two_arm_scenario(0.10, 0.001), rounds_grid=[1], visitors_grid=[100], n_sims=20, seed=2,
+        _two_arm_scenario(0.10, 0.001),
+        rounds_grid=[1],
+        visitors_grid=[100],
+        n_sims=20,
+        rng=2,
         target_probability=0.99,
     )
     assert not result.reached
@@ -145,7 +149,7 @@ def test_an_unreachable_target_is_reported_not_guessed():
 
 def test_adaptive_bad_input_names_the_argument():
     scenario = no_heterogeneity()
-    base = dict(rounds_grid=[1], visitors_grid=[100], seed=1, n_sims=1)
+    base = dict(rounds_grid=[1], visitors_grid=[100], rng=1, n_sims=1)
     with pytest.raises(ValueError, match="rounds_grid"):
         plan_adaptive_sample_size(scenario, **{**base, "rounds_grid": [0]})
     with pytest.raises(ValueError, match="visitors_grid"):

@@ -29,10 +29,22 @@ def test_clean_rows_are_typed():
     [
         (lambda r: r.drop(columns=["converted"]), "converted", "must have a 'converted' column"),
         (lambda r: r.assign(arm=np.where(r.index == 3, "purple", r["arm"])), "arm", "unknown arm"),
-        (lambda r: r.assign(assignment_prob=np.where(r.index == 0, 0.0, r["assignment_prob"])), "assignment_prob", "(0, 1]"),
-        (lambda r: r.assign(assignment_prob=np.where(r.index == 0, 1.2, r["assignment_prob"])), "assignment_prob", "(0, 1]"),
+        (
+            lambda r: r.assign(assignment_prob=np.where(r.index == 0, 0.0, r["assignment_prob"])),
+            "assignment_prob",
+            "(0, 1]",
+        ),
+        (
+            lambda r: r.assign(assignment_prob=np.where(r.index == 0, 1.2, r["assignment_prob"])),
+            "assignment_prob",
+            "(0, 1]",
+        ),
         (lambda r: r.assign(converted=np.where(r.index == 0, 2.0, r["converted"])), "converted", "0 or 1"),
-        (lambda r: r.assign(visitor_id=r["visitor_id"].where(r.index != 1, r["visitor_id"].iloc[0])), "visitor_id", "duplicate"),
+        (
+            lambda r: r.assign(visitor_id=r["visitor_id"].where(r.index != 1, r["visitor_id"].iloc[0])),
+            "visitor_id",
+            "duplicate",
+        ),
         (lambda r: r.assign(age=r["age"].astype(object).where(r.index != 2, "old")), "age", "numeric"),
         (lambda r: r.assign(device=r["device"].where(r.index != 2, "watch")), "device", "not a level"),
         (lambda r: r.assign(cell=r["cell"].where(r.index != 2, None)), "cell", "null"),

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tyche_lib import Condition, Plan, PlanSegment, Rule, SpecError, initial_plan, validate_rows
-from tyche_lib import simulate
+from tyche_lib import Condition, Plan, PlanSegment, RowsError, Rule, SpecError, initial_plan, simulate, validate_rows
 from tyche_lib.simulate import (
     Scenario,
     continuous,
@@ -52,8 +51,22 @@ def routed():
 
 def test_columns_and_types(routed):
     scenario, plan, rows = routed
-    expected = ["experiment_id", "round", "visitor_id", "assigned_at", "cell", "segment_id", "arm",
-                "assignment_prob", "device", "returning", "region", "age", "converted", "latency_ms"]
+    expected = [
+        "experiment_id",
+        "round",
+        "visitor_id",
+        "assigned_at",
+        "cell",
+        "segment_id",
+        "arm",
+        "assignment_prob",
+        "device",
+        "returning",
+        "region",
+        "age",
+        "converted",
+        "latency_ms",
+    ]
     assert list(rows.columns) == expected
     assert (rows["experiment_id"] == plan.experiment_id).all() and (rows["round"] == 3).all()
     assert rows["visitor_id"].is_unique and rows["visitor_id"].str.startswith("r003-").all()
@@ -229,7 +242,7 @@ def test_bad_input_is_named():
         simulate_round(scenario, initial_plan(scenario.spec()), -1, 1, 0)
     with pytest.raises(ValueError, match="round = 0"):
         simulate_round(scenario, initial_plan(scenario.spec()), 10, 0, 0)
-    with pytest.raises(KeyError, match="device"):
+    with pytest.raises(RowsError, match="device"):
         true_contrasts(scenario, pd.DataFrame({"age": [30.0]}))
 
 

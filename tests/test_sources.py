@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from tyche_lib import LandingFolderSource, RoundSource, SourceConfig, SpecError, register_source, source_from_config
-from tyche_lib._sources import SOURCE_KINDS
+from tyche_lib.core._sources import SOURCE_KINDS
 
 ROWS = pd.DataFrame({"visitor_id": ["007", "008"], "arm": ["a", "b"], "y": [1, 0]})
 
@@ -32,13 +32,17 @@ def test_landing_folder_reads_csv_and_parquet_and_fingerprints(tmp_path):
 def test_sql_source_against_sqlite_file(tmp_path):
     db = tmp_path / "warehouse.db"
     with sqlite3.connect(db) as conn:
-        pd.concat([ROWS.assign(experiment_id="exp", round=1), ROWS.assign(experiment_id="exp", round=2, y=[0, 0])]).to_sql(
-            "events", conn, index=False)
-    config = SourceConfig("sql", {
-        "url": "sqlite:///warehouse.db",
-        "query": "SELECT visitor_id, arm, y FROM events WHERE experiment_id = :experiment_id AND round = :round",
-        "rounds_query": "SELECT DISTINCT round FROM events WHERE experiment_id = :experiment_id",
-    })
+        pd.concat(
+            [ROWS.assign(experiment_id="exp", round=1), ROWS.assign(experiment_id="exp", round=2, y=[0, 0])]
+        ).to_sql("events", conn, index=False)
+    config = SourceConfig(
+        "sql",
+        {
+            "url": "sqlite:///warehouse.db",
+            "query": "SELECT visitor_id, arm, y FROM events WHERE experiment_id = :experiment_id AND round = :round",
+            "rounds_query": "SELECT DISTINCT round FROM events WHERE experiment_id = :experiment_id",
+        },
+    )
     src = source_from_config(config, root=tmp_path)
     assert src.available_rounds("exp") == [1, 2]
     assert src.load_round("exp", 2)["y"].tolist() == [0, 0]

@@ -7,10 +7,15 @@ from tyche_lib import SpecError, load_spec, spec_from_dict
 BASE = {
     "id": "checkout",
     "arms": ["control", "green", "blue"],
-    "covariates": {"device": {"type": "categorical", "levels": ["mobile", "desktop"]}, "returning": "boolean",
-                   "age": {"type": "numeric", "buckets": 4}},
-    "metrics": {"primary": {"name": "converted", "family": "binary"},
-                "guardrails": [{"name": "latency_ms", "family": "continuous", "direction": "increase_is_bad", "tolerance": 5}]},
+    "covariates": {
+        "device": {"type": "categorical", "levels": ["mobile", "desktop"]},
+        "returning": "boolean",
+        "age": {"type": "numeric", "buckets": 4},
+    },
+    "metrics": {
+        "primary": {"name": "converted", "family": "binary"},
+        "guardrails": [{"name": "latency_ms", "family": "continuous", "direction": "increase_is_bad", "tolerance": 5}],
+    },
 }
 
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tyche_lib import Condition, Plan, PlanSegment, Rule, RowsError, initial_plan
-from tyche_lib._srm import _exact_multinomial_pvalue, sample_ratio_check
+from tyche_lib import Condition, Plan, PlanSegment, RowsError, Rule, initial_plan
+from tyche_lib.measure._srm import _exact_multinomial_pvalue, sample_ratio_check
 from tyche_lib.simulate import segment_flip, simulate_round
 
 ARMS = ("control", "flip", "flat", "mild")
@@ -14,24 +14,38 @@ ARMS = ("control", "flip", "flat", "mild")
 
 def half_half_plan() -> Plan:
     """Control cell 50%, optimized cell 50% (all to 'b'): cells split 50/50."""
-    return Plan("demo", 1, ("a", "b"), {"control": 0.5, "explore": 0.0, "optimized": 0.5},
-                (PlanSegment("all", Rule(), {"a": 0.0, "b": 1.0}),))
+    return Plan(
+        "demo",
+        1,
+        ("a", "b"),
+        {"control": 0.5, "explore": 0.0, "optimized": 0.5},
+        (PlanSegment("all", Rule(), {"a": 0.0, "b": 1.0}),),
+    )
 
 
 def split_rows(n_control: int, n_optimized: int) -> pd.DataFrame:
-    return pd.DataFrame({
-        "cell": ["control"] * n_control + ["optimized"] * n_optimized,
-        "arm": ["a"] * n_control + ["b"] * n_optimized,
-        "segment_id": "all",
-    })
+    return pd.DataFrame(
+        {
+            "cell": ["control"] * n_control + ["optimized"] * n_optimized,
+            "arm": ["a"] * n_control + ["b"] * n_optimized,
+            "segment_id": "all",
+        }
+    )
 
 
 def device_plan(mobile_alloc=(0.1, 0.6, 0.0, 0.3), other_alloc=(0.4, 0.1, 0.2, 0.3)) -> Plan:
     return Plan(
-        "segment_flip", 2, ARMS, {"control": 0.1, "explore": 0.15, "optimized": 0.75},
+        "segment_flip",
+        2,
+        ARMS,
+        {"control": 0.1, "explore": 0.15, "optimized": 0.75},
         (
-            PlanSegment("mobile", Rule((Condition("device", "in", levels=("mobile",)),)), dict(zip(ARMS, mobile_alloc))),
-            PlanSegment("other", Rule((Condition("device", "not in", levels=("mobile",)),)), dict(zip(ARMS, other_alloc))),
+            PlanSegment(
+                "mobile", Rule((Condition("device", "in", levels=("mobile",)),)), dict(zip(ARMS, mobile_alloc))
+            ),
+            PlanSegment(
+                "other", Rule((Condition("device", "not in", levels=("mobile",)),)), dict(zip(ARMS, other_alloc))
+            ),
         ),
     )
 
@@ -67,8 +81,7 @@ def test_simulated_rounds_pass_and_the_false_alarm_rate_is_controlled():
     # correction five tests at 0.05 would fail about 20% of rounds.
     rng = np.random.default_rng(2)
     fails = [
-        not sample_ratio_check(simulate_round(scenario, plan, 150, 2, rng), plan, alpha=0.05).passed
-        for _ in range(200)
+        not sample_ratio_check(simulate_round(scenario, plan, 150, 2, rng), plan, alpha=0.05).passed for _ in range(200)
     ]
     assert np.mean(fails) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 200)
 
@@ -100,7 +113,9 @@ def test_impossible_arms_fail_with_p_zero():
     bad = rows.copy()
     bad.loc[bad.index[(bad["cell"] == "optimized") & (bad["segment_id"] == "mobile")][0], "arm"] = "flat"
     failed = sample_ratio_check(bad, plan).tests.query("failed")
-    assert failed[["cell", "segment", "method"]].values.tolist() == [["optimized", "mobile", "zero-probability category"]]
+    assert failed[["cell", "segment", "method"]].values.tolist() == [
+        ["optimized", "mobile", "zero-probability category"]
+    ]
 
 
 def test_recorded_segment_must_match_the_plans_rules():
@@ -125,8 +140,13 @@ def test_exact_tests_when_expected_counts_are_tiny():
     assert "exact multinomial" in set(arms["method"])
     assert arms.loc[arms["method"] == "exact multinomial", "note"].str.contains("< 5").all()
 
-    two_arm = Plan("demo", 1, ("a", "b"), {"control": 0.05, "explore": 0.05, "optimized": 0.9},
-                   (PlanSegment("all", Rule(), {"a": 0.3, "b": 0.7}),))
+    two_arm = Plan(
+        "demo",
+        1,
+        ("a", "b"),
+        {"control": 0.05, "explore": 0.05, "optimized": 0.9},
+        (PlanSegment("all", Rule(), {"a": 0.3, "b": 0.7}),),
+    )
     rows = pd.DataFrame({"cell": "optimized", "arm": ["a"] * 1 + ["b"] * 9, "segment_id": "all"})
     row = sample_ratio_check(rows, two_arm).tests.query("cell == 'optimized'").iloc[0]
     assert row["method"] == "exact binomial"
@@ -145,22 +165,29 @@ def test_exact_multinomial_agrees_with_the_binomial_test_and_sums_to_one():
 
 
 def floor_plan(alloc) -> Plan:
-    return Plan("demo", 1, ARMS, {"control": 0.05, "explore": 0.05, "optimized": 0.9},
-                (PlanSegment("all", Rule(), dict(zip(ARMS, alloc))),))
+    return Plan(
+        "demo",
+        1,
+        ARMS,
+        {"control": 0.05, "explore": 0.05, "optimized": 0.9},
+        (PlanSegment("all", Rule(), dict(zip(ARMS, alloc))),),
+    )
 
 
 def test_pooling_when_exact_enumeration_is_too_large():
     floor = floor_plan((0.97, 0.01, 0.01, 0.01))
     # 300 visitors, expected (291, 3, 3, 3): 4.6 million outcomes, so the three small arms are pooled
-    rows = pd.DataFrame({"cell": "optimized", "arm": ["control"] * 291 + ["flip", "flat", "mild"] * 3,
-                         "segment_id": "all"})
+    rows = pd.DataFrame(
+        {"cell": "optimized", "arm": ["control"] * 291 + ["flip", "flat", "mild"] * 3, "segment_id": "all"}
+    )
     row = sample_ratio_check(rows, floor).tests.query("cell == 'optimized'").iloc[0]
     assert row["method"] == "chi-square, pooled" and row["df"] == 1
     assert "pooled ['flip', 'flat', 'mild']" in row["note"]
     assert row["pvalue"] == pytest.approx(1.0)
     # 200 visitors, expected (197, 1, 1, 1): even pooled the small arms expect 3, so exact binomial
-    rows = pd.DataFrame({"cell": "optimized", "arm": ["control"] * 188 + ["flip", "flat", "mild"] * 4,
-                         "segment_id": "all"})
+    rows = pd.DataFrame(
+        {"cell": "optimized", "arm": ["control"] * 188 + ["flip", "flat", "mild"] * 4, "segment_id": "all"}
+    )
     row = sample_ratio_check(rows, floor_plan((0.985, 0.005, 0.005, 0.005))).tests.query("cell == 'optimized'").iloc[0]
     assert row["method"] == "exact binomial, pooled"
     assert row["pvalue"] == pytest.approx(stats.binomtest(12, 200, 0.015).pvalue)

@@ -127,8 +127,13 @@ def test_plot_policy_tree_takes_a_fitted_policy_tree():
     text = _texts(fig)
     assert "s3 · 50% of visitors" in text and "leading: green" in text and "red +0.03" in text
     _png(fig)
-    single = Plan("checkout", 1, ARMS, {"control": 0.05, "explore": 0.05, "optimized": 0.9},
-                  (PlanSegment("all", Rule(), {a: 0.25 for a in ARMS}),))
+    single = Plan(
+        "checkout",
+        1,
+        ARMS,
+        {"control": 0.05, "explore": 0.05, "optimized": 0.9},
+        (PlanSegment("all", Rule(), {a: 0.25 for a in ARMS}),),
+    )
     _png(plot_policy_tree(single))
 
 
@@ -147,7 +152,7 @@ def test_png_markdown_is_a_base64_png_image_and_closes_the_figure():
     fig.add_subplot().plot([0, 1], [1, 0])
     md = png_markdown(fig, alt="effects")
     assert md.startswith("![effects](data:image/png;base64,") and md.endswith(")")
-    payload = base64.b64decode(md[len("![effects](data:image/png;base64,"):-1])
+    payload = base64.b64decode(md[len("![effects](data:image/png;base64,") : -1])
     assert Image.open(io.BytesIO(payload)).format == "PNG"
 
 

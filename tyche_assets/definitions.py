@@ -13,8 +13,8 @@ from .ingest.sensors import landing_sensor, round_schedules
 from .jobs import round_job
 from .model.assets import posterior
 from .policy.assets import allocation, policy_tree, round_plan
-from .report.assets import round_report
 from .quality.checks import round_visitors_probabilities, round_visitors_quality, round_visitors_sample_ratio
+from .report.assets import round_report
 from .resources import default_resources
 
 log = logging.getLogger("tyche")
@@ -30,7 +30,9 @@ def build_definitions(root: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[round_visitors, posterior, policy_tree, allocation, round_plan, round_report, experiment_registry],
         asset_checks=[
-            round_visitors_quality, round_visitors_sample_ratio, round_visitors_probabilities,
+            round_visitors_quality,
+            round_visitors_sample_ratio,
+            round_visitors_probabilities,
             experiment_registry_conflicts,
         ],
         jobs=[round_job],

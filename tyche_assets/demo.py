@@ -37,14 +37,26 @@ QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 def _reset(root: Path, storage) -> None:
     """Start the demo experiment over (other experiments' data is left alone)."""
-    for sub in (("landing",), ("plans",), ("reports",), ("storage", "raw"), ("storage", "posteriors"), ("storage", "trees")):
+    for sub in (
+        ("landing",),
+        ("plans",),
+        ("reports",),
+        ("storage", "raw"),
+        ("storage", "posteriors"),
+        ("storage", "trees"),
+    ):
         shutil.rmtree(root.joinpath(*sub, DEMO_EXPERIMENT), ignore_errors=True)
     with connect(storage) as conn:
         purge_experiment(conn, DEMO_EXPERIMENT)
 
 
 def _summary(
-    round_: int, rows: pd.DataFrame, plan_next: Plan | None, checks: pd.DataFrame, report: dict | None, scenario,
+    round_: int,
+    rows: pd.DataFrame,
+    plan_next: Plan | None,
+    checks: pd.DataFrame,
+    report: dict | None,
+    scenario,
     seconds: float,
 ) -> str:
     lines = [f"\n=== round {round_}: {len(rows):,} visitors, round_job {seconds:.1f} s ==="]
@@ -128,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             for run in result.run_requests:
                 job.execute_in_process(
-                    partition_key=run.partition_key, instance=instance, tags=run.tags, raise_on_error=False,
+                    partition_key=run.partition_key,
+                    instance=instance,
+                    tags=run.tags,
+                    raise_on_error=False,
                     run_config=QUIET_RUN,
                 )
             seconds = time.perf_counter() - t0

@@ -102,6 +102,8 @@ class ExperimentCatalog(dg.ConfigurableResource):
 def default_resources(root: str | None = None) -> dict:
     root = root or default_root()
     return {
-        "storage": TycheStorage(root=root, duckdb=DuckDBResource(database=str(Path(root) / "storage" / "tyche.duckdb"))),
+        "storage": TycheStorage(
+            root=root, duckdb=DuckDBResource(database=str(Path(root) / "storage" / "tyche.duckdb"))
+        ),
         "experiments": ExperimentCatalog(directory=str(Path(root) / "experiments")),
     }

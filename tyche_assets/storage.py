@@ -12,8 +12,8 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import pandas as pd
@@ -158,17 +158,22 @@ def load_visitors(
     if not rounds or not table_exists(conn, table):
         return pd.DataFrame()
     selected = ", ".join(f'"{c}"' for c in _stored_columns(conn, table, columns)) if columns else "*"
-    return conn.sql(
-        f'SELECT {selected} FROM "{table}" WHERE experiment_id = $experiment AND list_contains($rounds, round) '
-        "ORDER BY round, assigned_at, visitor_id",
-        params={"experiment": experiment_id, "rounds": [int(r) for r in rounds]},
-    ).to_arrow_table().to_pandas()
+    return (
+        conn.sql(
+            f'SELECT {selected} FROM "{table}" WHERE experiment_id = $experiment AND list_contains($rounds, round) '
+            "ORDER BY round, assigned_at, visitor_id",
+            params={"experiment": experiment_id, "rounds": [int(r) for r in rounds]},
+        )
+        .to_arrow_table()
+        .to_pandas()
+    )
 
 
 def _stored_columns(conn: duckdb.DuckDBPyConnection, table: str, wanted: list[str]) -> list[str]:
     """The ``wanted`` columns the table has, in the order asked (a column is never built into SQL unchecked)."""
     stored = {
-        name for (name,) in conn.execute(
+        name
+        for (name,) in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
         ).fetchall()
     }

@@ -1,89 +1,190 @@
 """Tyche's statistics: a plain library (no Dagster) for multi-round adaptive experiments.
 
-The public surface is re-exported here; implementations live in private modules.
+The library is layered; each subpackage only imports the ones below it (checked by import-linter)::
+
+    cli, demo            command line and the notebook demo
+    simulate | viz       scenarios with a known truth, adaptive sample size; plots
+    decide               P(best), expected loss, recommendations, fixed-horizon sample size
+    measure | policy     quality, sample ratio, anytime-valid effects | tree, allocation, assignment
+    model                model description, the Posterior base type, the NUTS engine
+    core                 spec, rows, rules, plans, sources, seeds, registry, errors
+
+Every public name is importable from here. ``core`` loads with the package; the other
+subpackages (PyMC, scikit-learn, scipy.stats, matplotlib) load on first use of one of their names.
 """
 
-from . import simulate
+from __future__ import annotations
 
-# Experiment specs and round rows
-from ._spec import (
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .core import (
+    PLAN_SCHEMA_VERSION,
+    Condition,
+    Conflict,
     Covariate,
     DecisionSettings,
     ExperimentSpec,
     Guardrail,
-    load_spec,
+    LandingFolderSource,
     Metric,
+    Plan,
+    PlanError,
+    PlanSegment,
+    Profiles,
+    RegistryEntry,
+    RoundSource,
+    RowsError,
+    Rule,
     SourceConfig,
-    spec_from_dict,
+    SourceError,
     SpecError,
-)
-from ._schema import model_frame, RowsError, validate_rows
-from ._sources import LandingFolderSource, register_source, RoundSource, source_from_config, SqlSource
-from ._seeds import derive_seed
-
-# Plans and assignment
-from ._rules import Condition, Rule
-from ._plans import build_plan, initial_plan, Plan, PLAN_SCHEMA_VERSION, PlanError, PlanSegment
-from ._assign import Assigner, Assignment, EXCLUDED_CELL
-from ._registry import Conflict, find_conflicts, RegistryEntry
-from ._sample_size import (
-    AdaptiveSampleSizeResult,
-    plan_adaptive_sample_size,
-    plan_sample_size,
-    SampleSizeResult,
+    SqlSource,
+    TycheError,
+    build_plan,
+    derive_seed,
+    find_conflicts,
+    initial_plan,
+    load_spec,
+    model_frame,
+    register_source,
+    source_from_config,
+    spec_from_dict,
+    validate_rows,
 )
 
-# Simulation with ground truth
-from .simulate import Scenario, simulate_round, true_contrasts
+if TYPE_CHECKING:
+    from . import simulate
+    from .decide import (
+        Decision,
+        DecisionQuantities,
+        Recommendation,
+        RoundValue,
+        SampleSizeResult,
+        decision_quantities,
+        expected_value_of_one_more_round,
+        graduation,
+        plan_sample_size,
+        recommend,
+    )
+    from .measure import (
+        CupedResult,
+        MetricsResult,
+        MsprtResult,
+        QualityFailure,
+        QualityResult,
+        SampleRatioResult,
+        SegmentEffects,
+        analyze_metrics,
+        cuped,
+        cuped_outcome_model,
+        mad_confidence_path,
+        mad_confidence_sequence,
+        msprt,
+        outcome_predictions,
+        quality_check,
+        quality_suite,
+        sample_ratio_check,
+        segment_effects,
+    )
+    from .model import (
+        BinaryPosterior,
+        ContinuousPosterior,
+        CovariateCoding,
+        HurdlePosterior,
+        ModelDescription,
+        Posterior,
+        PosteriorSummary,
+        describe_model,
+        fit_posterior,
+    )
+    from .policy import (
+        EXCLUDED_CELL,
+        Assigner,
+        Assignment,
+        DiscoveredSegment,
+        PolicyTree,
+        apply_floor,
+        fit_policy_tree,
+        thompson_allocation,
+    )
+    from .simulate import (
+        AdaptiveSampleSizeResult,
+        Scenario,
+        plan_adaptive_sample_size,
+        simulate_round,
+        true_contrasts,
+    )
+    from .viz import (
+        arm_colors,
+        experiment_evolution_gif,
+        figure_to_png_bytes,
+        plot_cells,
+        plot_effects_over_rounds,
+        plot_policy_tree,
+        png_markdown,
+    )
 
-# Checks
-from ._quality import quality_check, quality_suite, QualityFailure, QualityResult
-from ._srm import sample_ratio_check, SampleRatioResult
-
-# Posterior: model description, engine, results
-from ._model import CovariateCoding, describe_model, ModelDescription
-from ._posterior_base import Posterior, Profiles
-from ._posterior import BinaryPosterior, ContinuousPosterior, fit_posterior, HurdlePosterior, PosteriorSummary
-
-# Policy and allocation
-from ._policy import DiscoveredSegment, fit_policy_tree, PolicyTree
-from ._allocation import apply_floor, thompson_allocation
-from ._segment_effects import segment_effects, SegmentEffects
-
-# Measurement and decisions
-from ._inference import (
-    analyze_metrics,
-    cuped,
-    cuped_outcome_model,
-    CupedResult,
-    mad_confidence_path,
-    mad_confidence_sequence,
-    MetricsResult,
-    msprt,
-    MsprtResult,
-    outcome_predictions,
-)
-from ._decisions import (
-    Decision,
-    decision_quantities,
-    DecisionQuantities,
-    expected_value_of_one_more_round,
-    graduation,
-    recommend,
-    Recommendation,
-    RoundValue,
-)
-
-# Plots
-from ._viz import (
-    arm_colors,
-    experiment_evolution_gif,
-    figure_to_png_bytes,
-    plot_cells,
-    plot_effects_over_rounds,
-    plot_policy_tree,
-    png_markdown,
-)
+# name -> subpackage that defines it, imported on first access
+_LAZY = {
+    "Decision": "decide",
+    "decision_quantities": "decide",
+    "DecisionQuantities": "decide",
+    "expected_value_of_one_more_round": "decide",
+    "graduation": "decide",
+    "plan_sample_size": "decide",
+    "recommend": "decide",
+    "Recommendation": "decide",
+    "RoundValue": "decide",
+    "SampleSizeResult": "decide",
+    "analyze_metrics": "measure",
+    "cuped": "measure",
+    "cuped_outcome_model": "measure",
+    "CupedResult": "measure",
+    "mad_confidence_path": "measure",
+    "mad_confidence_sequence": "measure",
+    "MetricsResult": "measure",
+    "msprt": "measure",
+    "MsprtResult": "measure",
+    "outcome_predictions": "measure",
+    "quality_check": "measure",
+    "quality_suite": "measure",
+    "QualityFailure": "measure",
+    "QualityResult": "measure",
+    "sample_ratio_check": "measure",
+    "SampleRatioResult": "measure",
+    "segment_effects": "measure",
+    "SegmentEffects": "measure",
+    "BinaryPosterior": "model",
+    "ContinuousPosterior": "model",
+    "CovariateCoding": "model",
+    "describe_model": "model",
+    "fit_posterior": "model",
+    "HurdlePosterior": "model",
+    "ModelDescription": "model",
+    "Posterior": "model",
+    "PosteriorSummary": "model",
+    "apply_floor": "policy",
+    "Assigner": "policy",
+    "Assignment": "policy",
+    "DiscoveredSegment": "policy",
+    "EXCLUDED_CELL": "policy",
+    "fit_policy_tree": "policy",
+    "PolicyTree": "policy",
+    "thompson_allocation": "policy",
+    "AdaptiveSampleSizeResult": "simulate",
+    "plan_adaptive_sample_size": "simulate",
+    "Scenario": "simulate",
+    "simulate_round": "simulate",
+    "true_contrasts": "simulate",
+    "arm_colors": "viz",
+    "experiment_evolution_gif": "viz",
+    "figure_to_png_bytes": "viz",
+    "plot_cells": "viz",
+    "plot_effects_over_rounds": "viz",
+    "plot_policy_tree": "viz",
+    "png_markdown": "viz",
+}
 
 __all__ = [
     "AdaptiveSampleSizeResult",
@@ -168,10 +269,27 @@ __all__ = [
     "simulate_round",
     "source_from_config",
     "SourceConfig",
+    "SourceError",
     "spec_from_dict",
     "SpecError",
     "SqlSource",
     "thompson_allocation",
     "true_contrasts",
+    "TycheError",
     "validate_rows",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "simulate":
+        return importlib.import_module(".simulate", __name__)
+    package = _LAZY.get(name)
+    if package is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{package}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

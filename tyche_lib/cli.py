@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
-from ._assign import Assigner
-from ._plans import Plan
-from ._spec import load_spec
+from .core._plans import Plan
+from .core._spec import load_spec
+from .policy._assign import Assigner
 
 __all__ = ["main"]
 
@@ -27,7 +27,9 @@ def _assign(args: argparse.Namespace) -> int:
     if args.spec:
         spec = load_spec(args.spec)
         if spec.id != plan.experiment_id:
-            raise ValueError(f"--spec is experiment {spec.id!r} but --plan is for {plan.experiment_id!r}: pass matching files")
+            raise ValueError(
+                f"--spec is experiment {spec.id!r} but --plan is for {plan.experiment_id!r}: pass matching files"
+            )
         salt = spec.salt if salt is None else salt
         traffic_share = spec.traffic_share if traffic_share is None else traffic_share
     traffic_share = 1.0 if traffic_share is None else traffic_share
@@ -58,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     assign.add_argument("--spec", default=None, help="experiment spec YAML: supplies the salt and traffic share")
     assign.add_argument("--salt", default=None, help="hashing salt (default: the spec's, else none)")
     assign.add_argument(
-        "--traffic-share", type=float, default=None,
+        "--traffic-share",
+        type=float,
+        default=None,
         help="share of visitors in the experiment (default: the spec's, else 1)",
     )
     assign.add_argument("--exclude", default=None, help="file of visitor ids never enrolled, one per line")

@@ -16,11 +16,11 @@ import warnings
 import pandas as pd
 
 from . import simulate
-from ._allocation import thompson_allocation
-from ._plans import build_plan, initial_plan
-from ._policy import fit_policy_tree
-from ._posterior import fit_posterior
-from ._seeds import derive_seed
+from .core._plans import build_plan, initial_plan
+from .core._seeds import derive_seed
+from .model._engine import fit_posterior
+from .policy._allocation import thompson_allocation
+from .policy._tree import fit_policy_tree
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,24 +37,31 @@ def main(argv: list[str] | None = None) -> None:
     plan = initial_plan(spec)
     history = []
     for round_ in range(1, args.rounds + 1):
-        rows = simulate.simulate_round(scenario, plan, args.visitors, round_, rng=derive_seed(spec.id, round_, "traffic"))
+        rows = simulate.simulate_round(
+            scenario, plan, args.visitors, round_, rng=derive_seed(spec.id, round_, "traffic")
+        )
         history.append(rows)
         observed = pd.concat(history, ignore_index=True)
         start = time.perf_counter()
         posterior = fit_posterior(
-            observed, spec, draws=args.draws, tune=args.draws, seed=derive_seed(spec.id, round_, "posterior")
+            observed, spec, draws=args.draws, tune=args.draws, rng=derive_seed(spec.id, round_, "posterior")
         )
         fit_seconds = time.perf_counter() - start
         tree = fit_policy_tree(
-            posterior, max_depth=spec.max_depth, min_segment_share=spec.min_segment_share,
-            seed=derive_seed(spec.id, round_, "policy_tree"), split_confidence=spec.split_confidence,
+            posterior,
+            max_depth=spec.max_depth,
+            min_segment_share=spec.min_segment_share,
+            rng=derive_seed(spec.id, round_, "policy_tree"),
+            split_confidence=spec.split_confidence,
         )
         allocation = thompson_allocation(posterior, tree.segments, epsilon=spec.epsilon)
         plan = build_plan(spec, round_ + 1, tree, allocation)
         best = simulate.true_best_arm(scenario, observed)
         members = tree.segment_of(observed)
-        print(f"\n=== round {round_}: {len(observed):,} visitors so far, posterior fit {fit_seconds:.1f} s "
-              f"({posterior.method}) ===")
+        print(
+            f"\n=== round {round_}: {len(observed):,} visitors so far, posterior fit {fit_seconds:.1f} s "
+            f"({posterior.method}) ==="
+        )
         for seg in tree.segments:
             truth = pd.Series(best[members == seg.id]).value_counts(normalize=True)
             alloc = "  ".join(f"{a} {w:5.1%}" for a, w in allocation[seg.id].items())

@@ -25,10 +25,15 @@ def spec_yaml(experiment_id: str, arms=("control", "flip", "flat", "mild"), **ex
     return {
         "id": experiment_id,
         "arms": list(arms),
-        "covariates": {"device": {"type": "categorical", "levels": ["mobile", "desktop", "tablet"]}, "returning": "boolean"},
+        "covariates": {
+            "device": {"type": "categorical", "levels": ["mobile", "desktop", "tablet"]},
+            "returning": "boolean",
+        },
         "metrics": {
             "primary": {"name": "converted", "family": "binary"},
-            "guardrails": [{"name": "latency_ms", "family": "continuous", "direction": "increase_is_bad", "tolerance": 10}],
+            "guardrails": [
+                {"name": "latency_ms", "family": "continuous", "direction": "increase_is_bad", "tolerance": 10}
+            ],
         },
         "posterior": TEST_POSTERIOR,
         "source": {"kind": "landing", "path": "landing"},
@@ -60,7 +65,9 @@ class Project:
         plan = self.plan_in_force(experiment_id, round_)
         # segment_flip's truth is per arm name: an experiment with fewer arms uses a subset.
         scenario = scenario or replace(simulate.segment_flip(), arms=plan.arms)
-        return simulate.simulate_round(scenario, plan, n, round_, rng=derive_seed(experiment_id, round_, "test-traffic"))
+        return simulate.simulate_round(
+            scenario, plan, n, round_, rng=derive_seed(experiment_id, round_, "test-traffic")
+        )
 
     def land(self, experiment_id: str, round_: int, rows: pd.DataFrame, fmt: str = "parquet") -> Path:
         folder = self.root / "landing" / experiment_id / f"round={round_}"

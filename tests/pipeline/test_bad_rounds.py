@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 
-
 def _missing_column(rows, plan):
     return rows.drop(columns=["converted"])
 
@@ -98,7 +97,9 @@ def test_bad_round_fails_its_check_and_publishes_nothing(project, corrupt, faili
     # No plan for round 2; the plan in force (round 1's) stays in force.
     assert not (project.root / "plans" / "flip" / "r002.json").exists()
     assert project.plan_in_force("flip", 2).round == 1
-    pd.testing.assert_frame_equal(project.query("SELECT * FROM plans ORDER BY experiment_id, governs_round"), plans_before)
+    pd.testing.assert_frame_equal(
+        project.query("SELECT * FROM plans ORDER BY experiment_id, governs_round"), plans_before
+    )
     pd.testing.assert_frame_equal(project.query("SELECT * FROM visitors_other ORDER BY visitor_id"), other_before)
     if failing_check == "round_visitors_sample_ratio":
         report = json.loads((project.root / "reports" / "flip" / "r001.json").read_text())

@@ -47,7 +47,9 @@ def test_round_job_sensors_schedules(tmp_path):
     (tmp_path / "experiments" / "weekly.yaml").write_text(
         "id: weekly\narms: [a, b]\nmetrics: {primary: {name: y, family: binary}}\nschedule: '0 6 * * 1'\n"
     )
-    (tmp_path / "experiments" / "broken.yaml").write_text("id: broken\narms: [a]\nmetrics: {primary: {name: y, family: binary}}\n")
+    (tmp_path / "experiments" / "broken.yaml").write_text(
+        "id: broken\narms: [a]\nmetrics: {primary: {name: y, family: binary}}\n"
+    )
     defs = build_definitions(str(tmp_path))
     assert defs.resolve_job_def("round_job").partitions_def == experiment_round_partitions
     assert {s.name for s in defs.sensors} == {"landing_sensor", "experiment_specs_sensor"}

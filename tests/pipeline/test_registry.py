@@ -26,10 +26,17 @@ def check_result(result) -> dg.AssetCheckEvaluation:
 
 def test_registry_lists_every_spec_and_passes_when_experiments_fit(project):
     project.add_experiment(
-        "checkout_color", owner="growth", traffic_share=0.6, audience={"country": ["DE", "FR"]},
-        start_date="2026-01-01", end_date="2026-03-31", layer="checkout",
+        "checkout_color",
+        owner="growth",
+        traffic_share=0.6,
+        audience={"country": ["DE", "FR"]},
+        start_date="2026-01-01",
+        end_date="2026-03-31",
+        layer="checkout",
     )
-    project.add_experiment("checkout_copy", owner="copy", traffic_share=0.4, audience={"country": ["FR"]}, layer="checkout")
+    project.add_experiment(
+        "checkout_copy", owner="copy", traffic_share=0.4, audience={"country": ["FR"]}, layer="checkout"
+    )
     project.add_experiment("search_rank", owner="search", traffic_share=1.0, audience={"country": ["US"]})
     project.add_experiment("old_banner", traffic_share=1.0, status="stopped")
     result = materialize_registry(project)
@@ -41,7 +48,12 @@ def test_registry_lists_every_spec_and_passes_when_experiments_fit(project):
     rows = project.query("SELECT * FROM experiment_registry ORDER BY experiment_id")
     assert list(rows["experiment_id"]) == ["checkout_color", "checkout_copy", "old_banner", "search_rank"]
     color = rows.set_index("experiment_id").loc["checkout_color"]
-    assert (color["status"], color["owner"], color["layer"], color["traffic_share"]) == ("running", "growth", "checkout", 0.6)
+    assert (color["status"], color["owner"], color["layer"], color["traffic_share"]) == (
+        "running",
+        "growth",
+        "checkout",
+        0.6,
+    )
     assert json.loads(color["audience_json"]) == {"country": ["DE", "FR"]}
     assert color["start_date"].date() == dt.date(2026, 1, 1) and color["end_date"].date() == dt.date(2026, 3, 31)
     assert rows.set_index("experiment_id").loc["old_banner", "status"] == "stopped"
@@ -52,7 +64,9 @@ def test_registry_lists_every_spec_and_passes_when_experiments_fit(project):
 
 
 def test_overlapping_experiments_past_full_traffic_fail_the_check_naming_both(project):
-    project.add_experiment("checkout_color", traffic_share=0.7, audience={"country": ["DE", "FR"]}, start_date="2026-01-01")
+    project.add_experiment(
+        "checkout_color", traffic_share=0.7, audience={"country": ["DE", "FR"]}, start_date="2026-01-01"
+    )
     project.add_experiment("checkout_copy", traffic_share=0.5, audience={"country": ["FR"]}, end_date="2026-06-30")
     result = materialize_registry(project)
     assert not result.success  # a blocking check that fails fails its step

@@ -29,7 +29,9 @@ def test_three_rounds_concentrate_on_the_true_best_arm(project):
         assert text is not None
         plan = Plan.from_json(text)  # validates
         assert plan.round == round_ + 1
-        stored = project.query("SELECT plan_json FROM plans WHERE experiment_id = 'flip' AND governs_round = ?", [round_ + 1])
+        stored = project.query(
+            "SELECT plan_json FROM plans WHERE experiment_id = 'flip' AND governs_round = ?", [round_ + 1]
+        )
         assert stored["plan_json"].iloc[0] == text
         report = json.loads((project.root / "reports" / "flip" / f"r{round_:03d}.json").read_text())
         assert report["recommendation"]["decision"] in {"CONTINUE", "SHIP", "STOP"}
@@ -46,9 +48,14 @@ def test_three_rounds_concentrate_on_the_true_best_arm(project):
         counts = rows.groupby(["segment_id", "arm"]).size()
         for e in held_out:
             assert e["rule_text"] == str(routed_by.segment(e["segment_id"]).rule)
-            assert (e["n_control"], e["n_treatment"]) == (counts[e["segment_id"], "control"], counts[e["segment_id"], e["treatment"]])
+            assert (e["n_control"], e["n_treatment"]) == (
+                counts[e["segment_id"], "control"],
+                counts[e["segment_id"], e["treatment"]],
+            )
             assert e["lower_90"] <= e["lower_50"] <= e["mean"] <= e["upper_50"] <= e["upper_90"]
-        stored = project.query("SELECT * FROM held_out_segment_effects WHERE experiment_id = 'flip' AND round = ?", [round_])
+        stored = project.query(
+            "SELECT * FROM held_out_segment_effects WHERE experiment_id = 'flip' AND round = ?", [round_]
+        )
         assert len(stored) == len(held_out) == 3 * len(set(rows["segment_id"]))
 
     # Optimized traffic that lands on each visitor's true best arm, under the last plan versus uniform (1/4).

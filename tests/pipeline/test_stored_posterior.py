@@ -30,8 +30,8 @@ def test_posterior_without_its_rows_gives_what_the_rows_give(project):
     assert list(light.observed.columns) == ["device", "returning"]
     assert len(light.observed) == len(full.observed) == VISITORS
 
-    tree = fit_policy_tree(light, seed=3)
-    assert tree.to_dict() == fit_policy_tree(full, seed=3).to_dict()
+    tree = fit_policy_tree(light, rng=3)
+    assert tree.to_dict() == fit_policy_tree(full, rng=3).to_dict()
     assert thompson_allocation(light, tree.segments) == thompson_allocation(full, tree.segments)
     by_profile = decision_quantities(light, segments=tree.segment_of(light.observed))
     by_row = decision_quantities(full, segments=tree.segment_of(full.observed))
@@ -57,7 +57,8 @@ def test_rows_ingested_again_since_the_fit_are_refused(project):
     changed.loc[0, "converted"] = 1 - changed.loc[0, "converted"]
     project.land("flip", 1, changed)
     ingest = project.defs.resolve_job_def("round_job").execute_in_process(
-        partition_key=partition_key("flip", 1), instance=project.instance,
+        partition_key=partition_key("flip", 1),
+        instance=project.instance,
         asset_selection=[dg.AssetKey("round_visitors")],
     )
     assert ingest.success

@@ -16,14 +16,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from debian_packages import install_debian_package
 
 from tyche_assets.experiments.sensors import register_experiments
 from tyche_assets.partitions import register_partitions
 from tyche_assets.resources import DUCKDB_POOL, default_resources
 from tyche_assets.storage import connect, plan_in_force_json
 from tyche_lib import Plan, derive_seed, simulate
-
-from debian_packages import install_debian_package
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -43,8 +42,11 @@ class Postgres:
     def env(self) -> dict[str, str]:
         """The variables dagster.postgres.yaml reads."""
         return {
-            "TYCHE_PG_HOST": self.host, "TYCHE_PG_PORT": str(self.port), "TYCHE_PG_USER": self.user,
-            "TYCHE_PG_PASSWORD": self.password, "TYCHE_PG_DB": self.db,
+            "TYCHE_PG_HOST": self.host,
+            "TYCHE_PG_PORT": str(self.port),
+            "TYCHE_PG_USER": self.user,
+            "TYCHE_PG_PASSWORD": self.password,
+            "TYCHE_PG_DB": self.db,
         }
 
 
@@ -86,7 +88,9 @@ def postgres():
 
     def run(cmd: list) -> None:
         done = subprocess.run(as_server_user(cmd), capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, f"{' '.join(map(str, cmd))} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == 0, (
+            f"{' '.join(map(str, cmd))} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
 
     folder = Path(tempfile.mkdtemp(prefix="tyche-pg-"))  # under /tmp: the server user must reach it
     server = Postgres(host="127.0.0.1", port=_free_port(), user="tyche", password="tyche-test-password", db="tyche")
@@ -95,15 +99,30 @@ def postgres():
         for path in (folder, folder / "password"):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     data, log = folder / "data", folder / "server.log"
-    run([bindir / "initdb", "-D", data, "-U", server.user, f"--pwfile={folder / 'password'}",
-         "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync"])
+    run(
+        [
+            bindir / "initdb",
+            "-D",
+            data,
+            "-U",
+            server.user,
+            f"--pwfile={folder / 'password'}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]
+    )
     options = f"-p {server.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     run([bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"])
     try:
         run([bindir / "createdb", "-h", folder, "-p", server.port, "-U", server.user, server.db])
         yield server
     finally:
-        subprocess.run(as_server_user([bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"]), capture_output=True, timeout=60)
+        subprocess.run(
+            as_server_user([bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"]), capture_output=True, timeout=60
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -117,7 +136,10 @@ def _spec(experiment_id: str) -> dict:
     return {
         "id": experiment_id,
         "arms": ["control", "flip", "flat", "mild"],
-        "covariates": {"device": {"type": "categorical", "levels": ["mobile", "desktop", "tablet"]}, "returning": "boolean"},
+        "covariates": {
+            "device": {"type": "categorical", "levels": ["mobile", "desktop", "tablet"]},
+            "returning": "boolean",
+        },
         "metrics": {"primary": {"name": "converted", "family": "binary"}},
         "posterior": {"draws": 200, "tune": 200, "chains": 2},
         "source": {"kind": "landing", "path": "landing"},
@@ -138,7 +160,10 @@ def postgres_project(postgres, tmp_path, monkeypatch):
     # it (dagster-postgres 0.29.27 fails one of them: dagster-io/dagster#33552).
     done = subprocess.run(
         [str(BIN / "dagster"), "instance", "concurrency", "set", DUCKDB_POOL, "1"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     for experiment_id in EXPERIMENTS:
@@ -152,7 +177,9 @@ def postgres_project(postgres, tmp_path, monkeypatch):
         plans = {e: Plan.from_json(plan_in_force_json(conn, e, 1)) for e in EXPERIMENTS}
     for experiment_id, plan in plans.items():
         scenario = replace(simulate.segment_flip(), arms=plan.arms)
-        rows = simulate.simulate_round(scenario, plan, VISITORS, 1, rng=derive_seed(experiment_id, 1, "pg-test-traffic"))
+        rows = simulate.simulate_round(
+            scenario, plan, VISITORS, 1, rng=derive_seed(experiment_id, 1, "pg-test-traffic")
+        )
         landing = root / "landing" / experiment_id / "round=1"
         landing.mkdir(parents=True)
         rows.to_parquet(landing / "visitors.parquet", index=False)

@@ -36,12 +36,26 @@ def launch_round(project, experiment_id: str, config_file: Path, log: Path) -> s
     key = partition_key(experiment_id, 1)
     tags = {**experiment_round_partitions.get_tags_for_partition_key(key), "tyche/experiment": experiment_id}
     cmd = [
-        BIN / "dagster", "job", "execute", "-m", "tyche_assets.definitions", "-j", "round_job",
-        "--tags", json.dumps(tags), "-c", config_file,
+        BIN / "dagster",
+        "job",
+        "execute",
+        "-m",
+        "tyche_assets.definitions",
+        "-j",
+        "round_job",
+        "--tags",
+        json.dumps(tags),
+        "-c",
+        config_file,
     ]
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [str(c) for c in cmd], cwd=REPO, env=project.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [str(c) for c in cmd],
+            cwd=REPO,
+            env=project.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -80,7 +94,7 @@ def test_two_experiments_rounds_run_at_once_with_duckdb_steps_one_at_a_time(post
         runs = instance.get_runs()
         assert sorted(r.tags["tyche/experiment"] for r in runs) == sorted(EXPERIMENTS)
         for run in runs:
-            assert run.status == dg.DagsterRunStatus.SUCCESS, (run.tags, [l.read_text()[-3000:] for l in logs])
+            assert run.status == dg.DagsterRunStatus.SUCCESS, (run.tags, [log.read_text()[-3000:] for log in logs])
             assert run.run_config["execution"]["config"]["multiprocess"], run.run_config
         records = {run.run_id: instance.all_logs(run.run_id) for run in runs}
         pool = instance.event_log_storage.get_concurrency_info("tyche_duckdb")
@@ -92,7 +106,9 @@ def test_two_experiments_rounds_run_at_once_with_duckdb_steps_one_at_a_time(post
 
     messages = [
         str(e.dagster_event.event_specific_data) + (e.user_message or "")
-        for entries in records.values() for e in entries if e.dagster_event is not None
+        for entries in records.values()
+        for e in entries
+        if e.dagster_event is not None
     ]
     assert not [m for m in messages if "Could not set lock" in m or "IOException" in m], "a DuckDB step met a lock"
 
@@ -115,5 +131,7 @@ def test_two_experiments_rounds_run_at_once_with_duckdb_steps_one_at_a_time(post
         assert begin >= end, f"{step_b} ({run_b}) started before {step_a} ({run_a}) ended: the pool did not hold"
     turns = sum(a[2] != b[2] for a, b in zip(intervals, intervals[1:]))
     assert turns >= 2, f"the runs did not take turns: {[(s, r[:8]) for *_, r, s in intervals]}"
-    print(f"pool tyche_duckdb: limit {pool.slot_count}, {len(intervals)} steps in sequence, {turns} hand-overs between runs")
+    print(
+        f"pool tyche_duckdb: limit {pool.slot_count}, {len(intervals)} steps in sequence, {turns} hand-overs between runs"
+    )
     assert pool.slot_count == 1 and not pool.claimed_slots and not pool.pending_steps

@@ -19,13 +19,12 @@ import dagster as dg
 import pytest
 import requests
 import yaml
+from debian_packages import install_debian_package
 
 from tyche_assets.experiments.sensors import register_experiments
 from tyche_assets.resources import default_resources
 from tyche_assets.storage import connect, plan_in_force_json
 from tyche_lib import Plan, derive_seed, simulate
-
-from debian_packages import install_debian_package
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -33,9 +32,16 @@ EXPERIMENT = "flip"
 VISITORS = 3_000
 START_TIMEOUT_S = 120
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--window-size=1600,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1600,1000",
 ]
 
 
@@ -67,7 +73,10 @@ def write_project(root: Path, home: Path) -> None:
         "id": EXPERIMENT,
         "owner": "growth",
         "arms": ["control", "flip", "flat", "mild"],
-        "covariates": {"device": {"type": "categorical", "levels": ["mobile", "desktop", "tablet"]}, "returning": "boolean"},
+        "covariates": {
+            "device": {"type": "categorical", "levels": ["mobile", "desktop", "tablet"]},
+            "returning": "boolean",
+        },
         "metrics": {"primary": {"name": "converted", "family": "binary"}},
         "posterior": {"draws": 200, "tune": 200, "chains": 2},
         "source": {"kind": "landing", "path": "landing"},
@@ -103,7 +112,9 @@ class DagsterUI:
         return body["data"]
 
     def log_tail(self, chars: int = 4000) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(self.logs.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(self.logs.glob("*.log"))
+        )
 
     def wait_until_serving(self, proc: subprocess.Popen) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -203,7 +214,13 @@ def browse(chromium, tmp_path):
 
     def run(url: str, screenshot: Path | None = None, budget_ms: int = 15_000) -> str:
         profile = tempfile.mkdtemp(dir=tmp_path, prefix="chromium-profile-")
-        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", "--dump-dom"]
+        cmd = [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            "--dump-dom",
+        ]
         if screenshot is not None:
             cmd.append(f"--screenshot={screenshot}")
         done = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=120)

@@ -54,7 +54,7 @@ def test_graphql_lists_the_assets_checks_and_partitions(dagster_ui):
 def test_a_backfill_launched_through_graphql_publishes_the_plan(dagster_ui):
     ui, selector = dagster_ui, dagster_ui.repository_selector()
     added = ui.graphql(
-        "mutation ($s: RepositorySelector!) { addDynamicPartition(partitionKey: \"r001\", partitionsDefName: \"round\","
+        'mutation ($s: RepositorySelector!) { addDynamicPartition(partitionKey: "r001", partitionsDefName: "round",'
         " repositorySelector: $s) { __typename ... on AddDynamicPartitionSuccess { partitionKey }"
         " ... on PythonError { message } } }",
         s=selector,
@@ -104,7 +104,7 @@ def test_a_backfill_launched_through_graphql_publishes_the_plan(dagster_ui):
     assert (ui.root / "plans" / EXPERIMENT / "evolution.gif").read_bytes()[:6] == b"GIF89a"
 
     materializations = ui.graphql(
-        "query ($p: [String!]) { assetNodeOrError(assetKey: {path: [\"round_plan\"]}) { ... on AssetNode {"
+        'query ($p: [String!]) { assetNodeOrError(assetKey: {path: ["round_plan"]}) { ... on AssetNode {'
         " assetMaterializations(partitions: $p) { runId partition metadataEntries { label } } } } }",
         p=[PARTITION],
     )["assetNodeOrError"]["assetMaterializations"]
@@ -113,9 +113,10 @@ def test_a_backfill_launched_through_graphql_publishes_the_plan(dagster_ui):
     assert {"plan_file", "lineage", "evolution", "evolution_gif"} <= labels
     for check in sorted(ROUND_CHECKS):
         [execution] = ui.graphql(
-            "query ($c: String!, $p: String) { assetCheckExecutions(assetKey: {path: [\"round_visitors\"]},"
+            'query ($c: String!, $p: String) { assetCheckExecutions(assetKey: {path: ["round_visitors"]},'
             " checkName: $c, partition: $p, limit: 5) { runId status } }",
-            c=check, p=PARTITION,
+            c=check,
+            p=PARTITION,
         )["assetCheckExecutions"]
         assert execution == {"runId": run["runId"], "status": "SUCCEEDED"}, (check, execution)
 
@@ -131,7 +132,14 @@ def test_the_browser_shows_the_round_graph_and_the_round_plan_page(dagster_ui, b
         assert name in graph_dom, f"the asset graph does not show {name}"
     plan_dom = browse(f"{dagster_ui.url}/assets/round_plan?view=partitions&partition={PARTITION}", screenshot=plan_png)
     # The partition's latest materialization and its metadata, as the operator reads them.
-    for text in ("round_plan", PARTITION, "Materialized", "plans/flip/r002.json", "evolution_gif", "plans/flip/evolution.gif"):
+    for text in (
+        "round_plan",
+        PARTITION,
+        "Materialized",
+        "plans/flip/r002.json",
+        "evolution_gif",
+        "plans/flip/evolution.gif",
+    ):
         assert text in plan_dom, f"the round_plan page does not show {text!r}"
     print(f"\nscreenshots: {graph_png} {plan_png}")
     for png in (graph_png, plan_png):

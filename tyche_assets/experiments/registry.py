@@ -18,7 +18,15 @@ REGISTRY_DDL = """
         experiment_id VARCHAR, status VARCHAR, owner VARCHAR, start_date DATE, end_date DATE,
         audience_json VARCHAR, traffic_share DOUBLE, layer VARCHAR, spec_hash VARCHAR)"""
 REGISTRY_COLUMNS = [
-    "experiment_id", "status", "owner", "start_date", "end_date", "audience_json", "traffic_share", "layer", "spec_hash",
+    "experiment_id",
+    "status",
+    "owner",
+    "start_date",
+    "end_date",
+    "audience_json",
+    "traffic_share",
+    "layer",
+    "spec_hash",
 ]
 
 
@@ -28,10 +36,15 @@ def _registry_frame(specs) -> pd.DataFrame:
         entry = RegistryEntry.from_spec(spec)
         rows.append(
             {
-                "experiment_id": entry.id, "status": entry.status, "owner": entry.owner,
-                "start_date": entry.start_date, "end_date": entry.end_date,
+                "experiment_id": entry.id,
+                "status": entry.status,
+                "owner": entry.owner,
+                "start_date": entry.start_date,
+                "end_date": entry.end_date,
                 "audience_json": json.dumps({k: list(v) for k, v in entry.audience.items()}, sort_keys=True),
-                "traffic_share": entry.traffic_share, "layer": entry.layer, "spec_hash": spec.content_hash(),
+                "traffic_share": entry.traffic_share,
+                "layer": entry.layer,
+                "spec_hash": spec.content_hash(),
             }
         )
     return pd.DataFrame(rows, columns=REGISTRY_COLUMNS)
@@ -85,8 +98,14 @@ def experiment_registry_conflicts(context: dg.AssetCheckExecutionContext, storag
         ).fetchall()
     entries = [
         RegistryEntry(
-            id=id_, status=status, owner=owner, start_date=start, end_date=end,
-            audience={k: tuple(v) for k, v in json.loads(audience).items()}, traffic_share=share, layer=layer,
+            id=id_,
+            status=status,
+            owner=owner,
+            start_date=start,
+            end_date=end,
+            audience={k: tuple(v) for k, v in json.loads(audience).items()},
+            traffic_share=share,
+            layer=layer,
         )
         for id_, status, owner, start, end, audience, share, layer in rows
     ]
@@ -94,8 +113,11 @@ def experiment_registry_conflicts(context: dg.AssetCheckExecutionContext, storag
     table = pd.DataFrame(
         [
             {
-                "experiments": " & ".join(c.experiments), "kind": c.kind, "layer": c.layer or "",
-                "dates": c.describe_window(), "audience": c.describe_audience() if c.kind == "traffic" else "",
+                "experiments": " & ".join(c.experiments),
+                "kind": c.kind,
+                "layer": c.layer or "",
+                "dates": c.describe_window(),
+                "audience": c.describe_audience() if c.kind == "traffic" else "",
                 "shares": " + ".join(f"{c.shares[e]:.0%}" for e in c.experiments) + f" = {c.total_share:.0%}",
             }
             for c in conflicts

@@ -1,6 +1,5 @@
 """Experiments as code: register every valid spec in experiments/ as a partition."""
 
-
 import dagster as dg
 import duckdb
 

@@ -1,17 +1,16 @@
 """round_visitors: load a round's rows from the experiment's source and store them."""
 
-
 import dagster as dg
 import pandas as pd
 
 from tyche_lib import RowsError, source_from_config, validate_rows
-from tyche_lib._schema import ROW_COLUMNS
+from tyche_lib.core import ROW_COLUMNS
 
+from ..experiments.plans import ensure_initial_plan
 from ..lineage import frame_version
 from ..partitions import experiment_and_round, experiment_round_partitions, round_key
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
 from ..storage import connect, replace_partition, table_exists, visitors_table
-from ..experiments.plans import ensure_initial_plan
 
 
 def _raw_for_storage(rows: pd.DataFrame) -> pd.DataFrame:
@@ -82,9 +81,21 @@ def round_visitors(context: dg.AssetExecutionContext, storage: TycheStorage, exp
             # Earlier typed rows of this round no longer describe what was received.
             replace_partition(conn, table, experiment_id, round_, pd.DataFrame())
         replace_partition(
-            conn, "round_data", experiment_id, round_,
-            pd.DataFrame([{"experiment_id": experiment_id, "round": round_, "data_version": version,
-                           "n_rows": len(rows), "run_id": context.run.run_id}]),
+            conn,
+            "round_data",
+            experiment_id,
+            round_,
+            pd.DataFrame(
+                [
+                    {
+                        "experiment_id": experiment_id,
+                        "round": round_,
+                        "data_version": version,
+                        "n_rows": len(rows),
+                        "run_id": context.run.run_id,
+                    }
+                ]
+            ),
         )
         # Check results describe the rows they checked: stale once the rows are replaced.
         conn.execute("DELETE FROM round_checks WHERE experiment_id = ? AND round = ?", [experiment_id, round_])

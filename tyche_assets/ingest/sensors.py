@@ -1,6 +1,5 @@
 """Landing sensor and per-experiment schedules: turn landed rounds into round_job runs."""
 
-
 import json
 
 import dagster as dg

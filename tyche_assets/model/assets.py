@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from tyche_lib import ExperimentSpec, Posterior, derive_seed, fit_posterior
-from tyche_lib._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior
+from tyche_lib.model import BinaryPosterior, ContinuousPosterior, HurdlePosterior
 
 from ..ingest.assets import round_visitors
 from ..lineage import array_version
@@ -141,7 +141,7 @@ def posterior(context: dg.AssetExecutionContext, storage: TycheStorage, experime
             )
         rows = load_visitors(conn, experiment_id, rounds, columns=["arm", *spec.covariate_names, spec.primary.name])
     seed = derive_seed(experiment_id, round_, "posterior")
-    fitted = fit_posterior(rows, spec, seed=seed)
+    fitted = fit_posterior(rows, spec, rng=seed)
     _save(storage, fitted, experiment_id, round_)
     version = posterior_version(fitted)
     summary = fitted.summary()
@@ -161,13 +161,22 @@ def posterior(context: dg.AssetExecutionContext, storage: TycheStorage, experime
         }
     )
     fit_row = pd.DataFrame(
-        [{
-            "experiment_id": experiment_id, "round": round_, "family": spec.primary.family,
-            "method": fitted.method, "n_rows": len(rows), "rounds_used": ",".join(map(str, rounds)),
-            "seed": seed, "draws": fitted.n_draws,
-            "netcdf_path": str(storage.posterior_path(experiment_id, round_key(round_))),
-            "data_version": version, "fit_seconds": fitted.fit_seconds, "run_id": context.run.run_id,
-        }]
+        [
+            {
+                "experiment_id": experiment_id,
+                "round": round_,
+                "family": spec.primary.family,
+                "method": fitted.method,
+                "n_rows": len(rows),
+                "rounds_used": ",".join(map(str, rounds)),
+                "seed": seed,
+                "draws": fitted.n_draws,
+                "netcdf_path": str(storage.posterior_path(experiment_id, round_key(round_))),
+                "data_version": version,
+                "fit_seconds": fitted.fit_seconds,
+                "run_id": context.run.run_id,
+            }
+        ]
     )
     with connect(storage) as conn:
         replace_partition(conn, "posterior_summaries", experiment_id, round_, table)

@@ -1,6 +1,5 @@
 """policy_tree → allocation → round_plan: segments, per-segment Thompson allocation, the published plan."""
 
-
 import base64
 import json
 
@@ -20,12 +19,12 @@ from tyche_lib import (
     thompson_allocation,
 )
 
+from ..experiments.plans import publish_plan
 from ..lineage import code_version, text_version
 from ..model.assets import load_posterior, posterior
 from ..partitions import experiment_and_round, experiment_round_partitions, round_key
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
 from ..storage import connect, replace_partition, write_text_atomic
-from ..experiments.plans import publish_plan
 
 
 def load_tree(storage: TycheStorage, experiment_id: str, round_: int) -> PolicyTree:
@@ -64,7 +63,10 @@ def policy_tree(context: dg.AssetExecutionContext, storage: TycheStorage, experi
     fitted = load_posterior(storage, spec, experiment_id, round_)
     seed = derive_seed(experiment_id, round_, "policy_tree")
     tree = fit_policy_tree(
-        fitted, max_depth=spec.max_depth, min_segment_share=spec.min_segment_share, seed=seed,
+        fitted,
+        max_depth=spec.max_depth,
+        min_segment_share=spec.min_segment_share,
+        rng=seed,
         split_confidence=spec.split_confidence,
     )
     text = json.dumps(tree.to_dict(), sort_keys=True, indent=2)
@@ -73,9 +75,15 @@ def policy_tree(context: dg.AssetExecutionContext, storage: TycheStorage, experi
     table = pd.DataFrame(
         [
             {
-                "experiment_id": experiment_id, "round": round_, "segment_id": s.id,
-                "rule_json": json.dumps(s.rule.to_dict(), sort_keys=True), "rule_text": str(s.rule),
-                "share": s.share, "n": s.n, "leading_arm": s.leading_arm, "data_version": version,
+                "experiment_id": experiment_id,
+                "round": round_,
+                "segment_id": s.id,
+                "rule_json": json.dumps(s.rule.to_dict(), sort_keys=True),
+                "rule_text": str(s.rule),
+                "share": s.share,
+                "n": s.n,
+                "leading_arm": s.leading_arm,
+                "data_version": version,
             }
             for s in tree.segments
         ]
@@ -110,8 +118,14 @@ def allocation(context: dg.AssetExecutionContext, storage: TycheStorage, experim
     version = text_version(json.dumps(weights, sort_keys=True))
     table = pd.DataFrame(
         [
-            {"experiment_id": experiment_id, "round": round_, "segment_id": seg, "arm": arm, "weight": w,
-             "data_version": version}
+            {
+                "experiment_id": experiment_id,
+                "round": round_,
+                "segment_id": seg,
+                "arm": arm,
+                "weight": w,
+                "data_version": version,
+            }
             for seg, alloc in weights.items()
             for arm, w in alloc.items()
         ]
@@ -122,9 +136,7 @@ def allocation(context: dg.AssetExecutionContext, storage: TycheStorage, experim
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
-            "allocation": dg.MetadataValue.md(
-                pd.DataFrame(weights).T.rename_axis("segment").round(4).to_markdown()
-            ),
+            "allocation": dg.MetadataValue.md(pd.DataFrame(weights).T.rename_axis("segment").round(4).to_markdown()),
             "cells_and_allocation": dg.MetadataValue.md(png_markdown(plot_cells(preview))),
         },
     )
@@ -161,7 +173,10 @@ def _data_versions(conn, experiment_id: str, round_: int) -> dict:
         "rows_per_round": {round_key(r): int(n) for r, _, n in per_round},
         "posterior_seed": int(fit[2]),
         "model_summary": {
-            "family": fit[6], "method": fit[3], "n_rows": int(fit[4]), "draws": int(fit[5]),
+            "family": fit[6],
+            "method": fit[3],
+            "n_rows": int(fit[4]),
+            "draws": int(fit[5]),
             "coefficients": {p: {"mean": round(m, 6), "sd": round(s, 6)} for p, m, s in summary},
         },
     }
@@ -223,8 +238,10 @@ def round_plan(context: dg.AssetExecutionContext, storage: TycheStorage, experim
             "spec_hash": lineage["spec_hash"],
             "lineage": dg.MetadataValue.json(plan.to_dict()["lineage"]),
             "segments": dg.MetadataValue.md(
-                "\n".join(f"- **{s.id}** `{s.rule}`: " + ", ".join(f"{a} {w:.1%}" for a, w in s.allocation.items())
-                          for s in plan.segments)
+                "\n".join(
+                    f"- **{s.id}** `{s.rule}`: " + ", ".join(f"{a} {w:.1%}" for a, w in s.allocation.items())
+                    for s in plan.segments
+                )
             ),
             "cells_and_allocation": dg.MetadataValue.md(png_markdown(plot_cells(plan))),
             "policy_tree": dg.MetadataValue.md(png_markdown(plot_policy_tree(plan))),

@@ -5,18 +5,17 @@ in force, and the raw rows stay stored for the investigation. Each result is als
 ``round_checks`` table, where the posterior looks up which rounds it may use.
 """
 
-
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from tyche_lib import ExperimentSpec, Plan, PlanError, quality_check, sample_ratio_check
+from tyche_lib import ExperimentSpec, Plan, TycheError, quality_check, sample_ratio_check
 
 from ..ingest.assets import round_visitors
-from ..report.assets import write_halt_report
 from ..partitions import experiment_and_round, experiment_round_partitions, round_key
+from ..report.assets import write_halt_report
 from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, dumps, transaction, load_visitors, plan_in_force_json
+from ..storage import connect, dumps, load_visitors, plan_in_force_json, transaction
 
 # Recorded probabilities are written by the serving side as floats: equal up to rounding.
 PROBABILITY_TOLERANCE = 1e-9
@@ -26,7 +25,9 @@ EXAMPLE_ROWS = 5
 ASSIGNMENT_COLUMNS = ["visitor_id", "cell", "segment_id", "arm", "assignment_prob"]
 
 
-def _record(context, storage: TycheStorage, name: str, experiment_id: str, round_: int, passed: bool, message: str, details) -> None:
+def _record(
+    context, storage: TycheStorage, name: str, experiment_id: str, round_: int, passed: bool, message: str, details
+) -> None:
     with connect(storage) as conn, transaction(conn):
         conn.execute(
             "DELETE FROM round_checks WHERE experiment_id = ? AND round = ? AND check_name = ?",
@@ -60,10 +61,10 @@ def _result(context, storage, experiment_id, round_, passed, message, details, m
     )
 
 
-@dg.asset_check(
-    asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL
-)
-def round_visitors_quality(context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
+@dg.asset_check(asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
+def round_visitors_quality(
+    context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog
+):
     """Schema, types, nulls, unique visitors, known arms and cells, probabilities in (0, 1], outcome ranges."""
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
@@ -71,17 +72,21 @@ def round_visitors_quality(context: dg.AssetCheckExecutionContext, storage: Tych
     result = quality_check(raw, spec)
     failures = result.failures_frame()
     details = failures.astype(str).to_dict("records")
-    metadata = {"rows": len(raw), "statistics": dg.MetadataValue.json(
-        {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.statistics.items()})}
+    metadata = {
+        "rows": len(raw),
+        "statistics": dg.MetadataValue.json(
+            {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.statistics.items()}
+        ),
+    }
     if len(failures):
         metadata["failures"] = dg.MetadataValue.md(failures.astype(str).to_markdown(index=False))
     return _result(context, storage, experiment_id, round_, bool(result.success), result.message, details, metadata)
 
 
-@dg.asset_check(
-    asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL
-)
-def round_visitors_sample_ratio(context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
+@dg.asset_check(asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
+def round_visitors_sample_ratio(
+    context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog
+):
     """Chi-square of visitors per cell, and of arms within each (cell, segment), against the plan in force."""
     experiment_id, round_ = experiment_and_round(context)
     rows, plan = _typed_rows_and_plan(storage, experiments.spec(experiment_id), round_)
@@ -90,12 +95,22 @@ def round_visitors_sample_ratio(context: dg.AssetCheckExecutionContext, storage:
         return _result(context, storage, experiment_id, round_, False, message, {})
     result = sample_ratio_check(rows, plan, alpha=SAMPLE_RATIO_ALPHA)
     tests = result.tests if isinstance(result.tests, pd.DataFrame) else pd.DataFrame(result.tests)
-    details = {"pvalue": float(result.pvalue), "statistic": float(result.statistic), "method": result.method,
-               "plan_round": plan.round}
+    details = {
+        "pvalue": float(result.pvalue),
+        "statistic": float(result.statistic),
+        "method": result.method,
+        "plan_round": plan.round,
+    }
     if not result.passed:
         write_halt_report(storage, experiment_id, round_, result.message, context.run.run_id)
     return _result(
-        context, storage, experiment_id, round_, result.passed, result.message, details,
+        context,
+        storage,
+        experiment_id,
+        round_,
+        result.passed,
+        result.message,
+        details,
         {
             "pvalue": float(result.pvalue),
             "plan_in_force": plan.round,
@@ -104,10 +119,10 @@ def round_visitors_sample_ratio(context: dg.AssetCheckExecutionContext, storage:
     )
 
 
-@dg.asset_check(
-    asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL
-)
-def round_visitors_probabilities(context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
+@dg.asset_check(asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
+def round_visitors_probabilities(
+    context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog
+):
     """Recorded assignment probabilities (and segments) equal the ones the plan in force implies."""
     experiment_id, round_ = experiment_and_round(context)
     rows, plan = _typed_rows_and_plan(storage, experiments.spec(experiment_id), round_)
@@ -117,13 +132,19 @@ def round_visitors_probabilities(context: dg.AssetCheckExecutionContext, storage
     try:
         implied = plan.assignment_probabilities(rows)
         segments = plan.segment_of(rows)
-    except (PlanError, KeyError) as e:
+    except TycheError as e:
         return _result(context, storage, experiment_id, round_, False, f"plan in force cannot route the rows: {e}", {})
     gap = np.abs(rows["assignment_prob"].to_numpy() - implied)
     bad = gap > PROBABILITY_TOLERANCE
-    wrong_segment = rows["segment_id"].notna().to_numpy() & (rows["segment_id"].astype(str).to_numpy() != segments.astype(str))
+    wrong_segment = rows["segment_id"].notna().to_numpy() & (
+        rows["segment_id"].astype(str).to_numpy() != segments.astype(str)
+    )
     if bad.any() or wrong_segment.any():
-        examples = rows.loc[bad | wrong_segment, ["visitor_id", "cell", "segment_id", "arm", "assignment_prob"]].head(EXAMPLE_ROWS).copy()
+        examples = (
+            rows.loc[bad | wrong_segment, ["visitor_id", "cell", "segment_id", "arm", "assignment_prob"]]
+            .head(EXAMPLE_ROWS)
+            .copy()
+        )
         examples["plan_probability"] = implied[bad | wrong_segment][:EXAMPLE_ROWS]
         examples["plan_segment"] = segments[bad | wrong_segment][:EXAMPLE_ROWS]
         message = (
@@ -132,7 +153,13 @@ def round_visitors_probabilities(context: dg.AssetCheckExecutionContext, storage
             f"from the plan's segment; largest gap {gap.max():.3g}. Record p(arm | x) from the plan that routed the visitor."
         )
         return _result(
-            context, storage, experiment_id, round_, False, message, examples.astype(str).to_dict("records"),
+            context,
+            storage,
+            experiment_id,
+            round_,
+            False,
+            message,
+            examples.astype(str).to_dict("records"),
             {"examples": dg.MetadataValue.md(examples.astype(str).to_markdown(index=False))},
         )
     message = f"all {len(rows)} recorded probabilities match the plan in force (round {plan.round})"

@@ -16,6 +16,7 @@ from tyche_lib import (
     Decision,
     DecisionQuantities,
     ExperimentSpec,
+    Plan,
     Recommendation,
     analyze_metrics,
     decision_quantities,
@@ -23,7 +24,6 @@ from tyche_lib import (
     expected_value_of_one_more_round,
     mad_confidence_path,
     plot_effects_over_rounds,
-    Plan,
     png_markdown,
     recommend,
     segment_effects,
@@ -53,49 +53,107 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return _clean(frame.astype(object).where(frame.notna(), None).to_dict("records"))
 
 
-HELD_OUT_COLUMNS = ["segment_id", "rule_text", "treatment", "n_control", "n_treatment", "mean", "sd",
-                    "lower_50", "upper_50", "lower_90", "upper_90", "prob_positive"]
+HELD_OUT_COLUMNS = [
+    "segment_id",
+    "rule_text",
+    "treatment",
+    "n_control",
+    "n_treatment",
+    "mean",
+    "sd",
+    "lower_50",
+    "upper_50",
+    "lower_90",
+    "upper_90",
+    "prob_positive",
+]
 
 
 def _store_report(
-    storage: TycheStorage, experiment_id: str, round_: int, report: dict, effects: pd.DataFrame,
-    held_out: pd.DataFrame, run_id: str,
+    storage: TycheStorage,
+    experiment_id: str,
+    round_: int,
+    report: dict,
+    effects: pd.DataFrame,
+    held_out: pd.DataFrame,
+    run_id: str,
 ) -> None:
     text = json.dumps(_clean(report), sort_keys=True, indent=2) + "\n"
     row = pd.DataFrame(
-        [{"experiment_id": experiment_id, "round": round_, "recommendation": report["recommendation"]["decision"],
-          "report_json": text, "run_id": run_id}]
+        [
+            {
+                "experiment_id": experiment_id,
+                "round": round_,
+                "recommendation": report["recommendation"]["decision"],
+                "report_json": text,
+                "run_id": run_id,
+            }
+        ]
     )
     with connect(storage) as conn:
         replace_partition(conn, "reports", experiment_id, round_, row)
         replace_partition(conn, "report_effects", experiment_id, round_, effects)
         replace_partition(
-            conn, "held_out_segment_effects", experiment_id, round_,
+            conn,
+            "held_out_segment_effects",
+            experiment_id,
+            round_,
             held_out.assign(experiment_id=experiment_id, round=round_),
         )
     write_text_atomic(storage.report_path(experiment_id, round_key(round_)), text)
 
 
 def _recommendation_dict(rec: Recommendation) -> dict:
-    return {"decision": str(rec.decision), "arm": rec.arm, "reasons": list(rec.reasons), "stop_arms": list(rec.stop_arms)}
+    return {
+        "decision": str(rec.decision),
+        "arm": rec.arm,
+        "reasons": list(rec.reasons),
+        "stop_arms": list(rec.stop_arms),
+    }
 
 
 def write_halt_report(storage: TycheStorage, experiment_id: str, round_: int, message: str, run_id: str) -> None:
     """Record HALT for a round whose sample-ratio check failed: no effect is interpreted."""
     rec = Recommendation(
-        decision=Decision.HALT, arm=None,
-        reasons=(f"sample-ratio mismatch in round {round_}: the data cannot be trusted; investigate the assignment "
-                 f"before reading any effect", message),
+        decision=Decision.HALT,
+        arm=None,
+        reasons=(
+            f"sample-ratio mismatch in round {round_}: the data cannot be trusted; investigate the assignment "
+            f"before reading any effect",
+            message,
+        ),
     )
-    report = {"experiment_id": experiment_id, "round": round_, "recommendation": _recommendation_dict(rec),
-              "effects": [], "guardrails": [], "decision_quantities": []}
+    report = {
+        "experiment_id": experiment_id,
+        "round": round_,
+        "recommendation": _recommendation_dict(rec),
+        "effects": [],
+        "guardrails": [],
+        "decision_quantities": [],
+    }
     _store_report(
-        storage, experiment_id, round_, report, _effects_table(experiment_id, round_, pd.DataFrame()),
-        pd.DataFrame(columns=HELD_OUT_COLUMNS), run_id,
+        storage,
+        experiment_id,
+        round_,
+        report,
+        _effects_table(experiment_id, round_, pd.DataFrame()),
+        pd.DataFrame(columns=HELD_OUT_COLUMNS),
+        run_id,
     )
 
 
-EFFECT_COLUMNS = ["metric", "role", "segment_id", "arm", "estimate", "lower", "upper", "p_value", "q_value", "discovery"]
+EFFECT_COLUMNS = [
+    "metric",
+    "role",
+    "segment_id",
+    "arm",
+    "estimate",
+    "lower",
+    "upper",
+    "p_value",
+    "q_value",
+    "discovery",
+]
 
 
 def _effects_table(experiment_id: str, round_: int, effects: pd.DataFrame) -> pd.DataFrame:
@@ -126,13 +184,22 @@ def _history(storage: TycheStorage, spec: ExperimentSpec, round_: int) -> list[D
 def _report_columns(spec: ExperimentSpec) -> list[str]:
     """What the report reads of the rows: arrival order, routing, covariates, every metric (not visitor ids)."""
     pre_period = [spec.pre_period] if spec.pre_period else []
-    return ["round", "assigned_at", "cell", "segment_id", "arm", "assignment_prob", *spec.covariate_names,
-            *(m.name for m in spec.metrics), *pre_period]
+    return [
+        "round",
+        "assigned_at",
+        "cell",
+        "segment_id",
+        "arm",
+        "assignment_prob",
+        *spec.covariate_names,
+        *(m.name for m in spec.metrics),
+        *pre_period,
+    ]
 
 
 def _held_out_segment_effects(rows: pd.DataFrame, spec: ExperimentSpec, plan: Plan, seed: int) -> pd.DataFrame:
     """The plan in force's segments scored on this round alone: data the tree that chose them never saw."""
-    table = segment_effects(rows, spec, seed=seed).table
+    table = segment_effects(rows, spec, rng=seed).table
     rules = {s.id: str(s.rule) for s in plan.segments}
     return table.assign(rule_text=table["segment_id"].map(rules)).reindex(columns=HELD_OUT_COLUMNS)
 
@@ -143,8 +210,11 @@ def _segment_effects(rows: pd.DataFrame, spec: ExperimentSpec, segments: np.ndar
         members = rows[segments == seg]
         share = len(members) / len(rows)
         result = analyze_metrics(
-            members, spec, t_star=max(1.0, spec.decision.planned_visitors * share),
-            alpha=spec.decision.alpha, fdr=spec.decision.fdr,
+            members,
+            spec,
+            t_star=max(1.0, spec.decision.planned_visitors * share),
+            alpha=spec.decision.alpha,
+            fdr=spec.decision.fdr,
         )
         parts.append(result.effects.assign(segment_id=seg))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -187,20 +257,31 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     tree_segment_effects = _segment_effects(rows, spec, segments)
     this_round = rows[rows["round"] == round_]
     held_out = (
-        _held_out_segment_effects(this_round, spec, Plan.from_json(plan_json), derive_seed(experiment_id, round_, "segment_effects"))
-        if plan_json is not None else pd.DataFrame(columns=HELD_OUT_COLUMNS)
+        _held_out_segment_effects(
+            this_round, spec, Plan.from_json(plan_json), derive_seed(experiment_id, round_, "segment_effects")
+        )
+        if plan_json is not None
+        else pd.DataFrame(columns=HELD_OUT_COLUMNS)
     )
     quantities = decision_quantities(fitted, segments=segments, round=round_)
     history = [*_history(storage, spec, round_), quantities]
     rec = recommend(
-        sample_ratio_ok, metrics, history, loss_threshold=decision.loss_threshold, prob_best=decision.prob_best,
-        sustained_rounds=decision.sustained_rounds, stop_prob=decision.stop_prob,
+        sample_ratio_ok,
+        metrics,
+        history,
+        loss_threshold=decision.loss_threshold,
+        prob_best=decision.prob_best,
+        sustained_rounds=decision.sustained_rounds,
+        stop_prob=decision.stop_prob,
     )
     arm_share = this_round["arm"].value_counts(normalize=True).reindex(spec.arms).fillna(0.0) + 1e-9
     variance = rows.groupby("arm", observed=True)[spec.primary.name].var().reindex(spec.arms).fillna(0.0) + 1e-12
     value = expected_value_of_one_more_round(
-        quantities, visitors=len(this_round), allocation=(arm_share / arm_share.sum()).to_dict(),
-        outcome_variance=variance.to_dict(), seed=derive_seed(experiment_id, round_, "value_of_one_more_round"),
+        quantities,
+        visitors=len(this_round),
+        allocation=(arm_share / arm_share.sum()).to_dict(),
+        outcome_variance=variance.to_dict(),
+        rng=derive_seed(experiment_id, round_, "value_of_one_more_round"),
     )
 
     overall = metrics.effects.assign(segment_id=None)
@@ -221,14 +302,22 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
         "segments": [s.to_dict() for s in tree.segments],
         "guardrails": _records(metrics.guardrails),
         "decision_quantities": _records(dq),
-        "value_of_one_more_round": {"value": value.value, "expected_loss_now": value.expected_loss_now,
-                                    "visitors": value.visitors},
+        "value_of_one_more_round": {
+            "value": value.value,
+            "expected_loss_now": value.expected_loss_now,
+            "visitors": value.visitors,
+        },
     }
     _store_report(storage, experiment_id, round_, report, table, held_out, context.run.run_id)
 
     path = mad_confidence_path(
-        rows, outcome=spec.primary.name, control=spec.control, t_star=decision.planned_visitors,
-        alpha=decision.alpha, arms=spec.arms, looks="round",
+        rows,
+        outcome=spec.primary.name,
+        control=spec.control,
+        t_star=decision.planned_visitors,
+        alpha=decision.alpha,
+        arms=spec.arms,
+        looks="round",
     )
     primary = metrics.primary()
     return dg.MaterializeResult(
@@ -237,12 +326,16 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
             "arm": rec.arm or "",
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in rec.reasons)),
             "primary_effects": dg.MetadataValue.md(
-                primary[["arm", "estimate", "lower", "upper", "p_value", "q_value", "discovery"]].round(5).to_markdown(index=False)
+                primary[["arm", "estimate", "lower", "upper", "p_value", "q_value", "discovery"]]
+                .round(5)
+                .to_markdown(index=False)
             ),
             "held_out_segment_effects": dg.MetadataValue.md(
                 held_out.round(5).to_markdown(index=False) if len(held_out) else "no plan in force"
             ),
-            "guardrails": dg.MetadataValue.md(metrics.guardrails.round(5).to_markdown(index=False) if len(metrics.guardrails) else "none"),
+            "guardrails": dg.MetadataValue.md(
+                metrics.guardrails.round(5).to_markdown(index=False) if len(metrics.guardrails) else "none"
+            ),
             "prob_best": dg.MetadataValue.json(_clean(quantities.prob_best.round(4).to_dict())),
             "value_of_one_more_round": float(value.value),
             "effects_over_rounds": dg.MetadataValue.md(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ._errors import RowsError
+from ._profiles import covariate_profiles
 
 __all__ = ["Condition", "Rule"]
 
@@ -47,7 +51,9 @@ class Condition:
     def matches(self, rows: pd.DataFrame) -> np.ndarray:
         """Boolean mask of the rows satisfying the condition."""
         if self.feature not in rows.columns:
-            raise KeyError(f"rule needs column '{self.feature}', which the rows lack")
+            raise RowsError(
+                self.feature, "<missing>", f"a segment rule needs column '{self.feature}'; add it to the rows"
+            )
         col = rows[self.feature]
         if self.operator == "<=":
             return np.asarray(col.astype(float) <= self.threshold)
@@ -74,7 +80,7 @@ class Condition:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Condition":
+    def from_dict(cls, d: Mapping[str, Any]) -> Condition:
         levels = d.get("levels")
         return cls(
             feature=str(d["feature"]),
@@ -109,7 +115,7 @@ class Rule:
             mask &= cond.matches(rows)
         return mask
 
-    def __and__(self, other: "Rule | Condition") -> "Rule":
+    def __and__(self, other: Rule | Condition) -> Rule:
         extra = (other,) if isinstance(other, Condition) else other.conditions
         return Rule(self.conditions + extra)
 
@@ -120,5 +126,20 @@ class Rule:
         return {"conditions": [c.to_dict() for c in self.conditions]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Rule":
+    def from_dict(cls, d: Mapping[str, Any]) -> Rule:
         return cls(tuple(Condition.from_dict(c) for c in d.get("conditions", [])))
+
+
+def rule_masks(rules: Sequence[Rule], rows: pd.DataFrame) -> np.ndarray:
+    """Which rows each rule matches: boolean array (rules × rows), row order.
+
+    Equal to ``np.stack([rule.matches(rows) for rule in rules])``, but the rules are evaluated once
+    per unique combination of the columns they test, so a million rows cost one group-by.
+    """
+    features = tuple(sorted({c.feature for rule in rules for c in rule.conditions}))
+    for name in features:
+        if name not in rows.columns:
+            raise RowsError(name, "<missing>", f"a segment rule needs column '{name}'; found {sorted(rows.columns)}")
+    combos = covariate_profiles(rows, features)
+    per_combo = np.stack([rule.matches(combos.frame) for rule in rules])
+    return per_combo[:, combos.index]

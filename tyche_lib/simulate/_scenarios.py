@@ -1,38 +1,20 @@
-"""Simulated experiments with a known ground truth.
-
-A :class:`Scenario` describes visitors (covariate distributions), arms and the true outcome model
-of every metric. :func:`simulate_round` routes simulated visitors through a :class:`~tyche_lib.Plan`
-exactly as production traffic is routed (cell, segment, arm, recorded assignment probability) and
-draws their outcomes from the truth, so every statistical step can be checked against
-:func:`true_contrasts` and :func:`true_best_arm`.
-
-Built-in scenarios: :func:`no_heterogeneity`, :func:`segment_flip`, :func:`hurdle_revenue` and
-:func:`continuous` (see :data:`SCENARIOS`).
-
-Examples
---------
->>> from tyche_lib import initial_plan
->>> from tyche_lib.simulate import segment_flip, simulate_round
->>> scenario = segment_flip()
->>> plan = initial_plan(scenario.spec())
->>> rows = simulate_round(scenario, plan, n=1000, round=1, rng=7)
->>> rows[["cell", "segment_id", "arm", "assignment_prob", "converted"]].head(2).shape
-(2, 5)
-"""
+"""Scenarios with a known ground truth, and the router that simulates a round under a plan."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
-from ._plans import CELLS, Plan
-from ._schema import ROW_COLUMNS
-from ._spec import COVARIATE_TYPES, METRIC_FAMILIES, ExperimentSpec, spec_from_dict
+from ..core._errors import RowsError
+from ..core._plans import CELLS, Plan
+from ..core._rows import ROW_COLUMNS
+from ..core._spec import COVARIATE_TYPES, METRIC_FAMILIES, ExperimentSpec, spec_from_dict
 
 __all__ = [
     "CovariateDistribution",
@@ -99,7 +81,9 @@ class CovariateDistribution:
 
     def __post_init__(self):
         if self.type not in COVARIATE_TYPES:
-            raise ValueError(f"CovariateDistribution {self.name!r}: type = {self.type!r}, must be one of {COVARIATE_TYPES}")
+            raise ValueError(
+                f"CovariateDistribution {self.name!r}: type = {self.type!r}, must be one of {COVARIATE_TYPES}"
+            )
         if self.type == "categorical":
             if len(self.levels) < 2:
                 raise ValueError(f"CovariateDistribution {self.name!r}: a categorical covariate needs >= 2 levels")
@@ -371,7 +355,7 @@ class Scenario:
 def _covariate_frame(scenario: Scenario, rows: pd.DataFrame) -> pd.DataFrame:
     missing = [c.name for c in scenario.covariates if c.name not in rows.columns]
     if missing:
-        raise KeyError(f"rows lack covariate column(s) {missing} of scenario {scenario.name!r}")
+        raise RowsError(missing[0], "<missing>", f"scenario {scenario.name!r} needs covariate column(s) {missing}")
     return rows[[c.name for c in scenario.covariates]]
 
 
@@ -557,10 +541,14 @@ def _draw_metric(
 
 def _device_covariates() -> tuple[CovariateDistribution, ...]:
     return (
-        CovariateDistribution("device", "categorical", levels=("mobile", "desktop", "tablet"), weights=(0.55, 0.35, 0.10)),
+        CovariateDistribution(
+            "device", "categorical", levels=("mobile", "desktop", "tablet"), weights=(0.55, 0.35, 0.10)
+        ),
         CovariateDistribution("returning", "boolean", p_true=0.4),
         CovariateDistribution("region", "categorical", levels=("north", "south", "east", "west")),
-        CovariateDistribution("age", "numeric", mean=40.0, sd=12.0, minimum=18.0, maximum=80.0, integer=True, buckets=4),
+        CovariateDistribution(
+            "age", "numeric", mean=40.0, sd=12.0, minimum=18.0, maximum=80.0, integer=True, buckets=4
+        ),
     )
 
 
@@ -664,7 +652,8 @@ def segment_flip(
         arms=arms,
         covariates=_device_covariates(),
         outcome=MetricTruth(
-            "converted", "binary",
+            "converted",
+            "binary",
             prob=functools.partial(_segment_flip_prob, effect=effect, mild_effect=mild_effect),
         ),
         guardrails=(_latency_guardrail(latency_regression_ms, arms),),
@@ -738,7 +727,9 @@ def continuous(*, pre_period_correlation: float | None = 0.7) -> Scenario:
     everyone. Best arm: ``tutorial`` up to 40, ``reminder`` above. By default a ``pre_value`` column
     (pre-period value, latent correlation 0.7) is added for CUPED.
     """
-    age = CovariateDistribution("age", "numeric", mean=40.0, sd=12.0, minimum=18.0, maximum=80.0, integer=True, buckets=4)
+    age = CovariateDistribution(
+        "age", "numeric", mean=40.0, sd=12.0, minimum=18.0, maximum=80.0, integer=True, buckets=4
+    )
     return Scenario(
         name="continuous",
         arms=("control", "tutorial", "reminder"),

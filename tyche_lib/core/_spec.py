@@ -6,11 +6,14 @@ import datetime as _dt
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
+
+from ._errors import SpecError
 
 __all__ = [
     "SpecError",
@@ -39,35 +42,6 @@ RESERVED_COLUMNS = (
     "arm",
     "assignment_prob",
 )
-
-
-class SpecError(ValueError):
-    """An experiment spec is invalid.
-
-    The message names the field, the value found and what is allowed.
-
-    Attributes
-    ----------
-    field : str
-        Dotted path of the offending field, e.g. ``"metrics.primary.family"``.
-    value : object
-        The value found.
-    allowed : str
-        What would be accepted.
-    source : str or None
-        The file the spec came from, when known.
-    """
-
-    def __init__(self, field: str, value: Any, allowed: str, source: str | None = None):
-        self.field = field
-        self.value = value
-        self.allowed = allowed
-        self.source = source
-        where = f"{source}: " if source else ""
-        super().__init__(f"{where}invalid spec field '{field}' = {value!r}: {allowed}")
-
-    def with_source(self, source: str) -> "SpecError":
-        return SpecError(self.field, self.value, self.allowed, source)
 
 
 @dataclass(frozen=True)
@@ -345,9 +319,27 @@ def _date(value: Any, field_: str) -> _dt.date | None:
 
 
 _TOP_LEVEL = {
-    "id", "arms", "covariates", "metrics", "cells", "epsilon", "tree", "posterior", "source",
-    "schedule", "traffic_share", "audience", "layer", "salt", "owner", "status", "start_date",
-    "end_date", "pre_period", "description", "decision",
+    "id",
+    "arms",
+    "covariates",
+    "metrics",
+    "cells",
+    "epsilon",
+    "tree",
+    "posterior",
+    "source",
+    "schedule",
+    "traffic_share",
+    "audience",
+    "layer",
+    "salt",
+    "owner",
+    "status",
+    "start_date",
+    "end_date",
+    "pre_period",
+    "description",
+    "decision",
 }
 STATUSES = ("draft", "running", "paused", "stopped", "shipped")
 
@@ -435,13 +427,18 @@ def _spec_from_dict(d: Mapping[str, Any]) -> ExperimentSpec:
         raise SpecError("tree", tree, "a mapping with max_depth, min_segment_share and split_confidence")
     unknown_tree = sorted(set(tree) - {"max_depth", "min_segment_share", "split_confidence"})
     if unknown_tree:
-        raise SpecError(f"tree.{unknown_tree[0]}", tree[unknown_tree[0]],
-                        "unknown field; allowed: max_depth, min_segment_share, split_confidence")
+        raise SpecError(
+            f"tree.{unknown_tree[0]}",
+            tree[unknown_tree[0]],
+            "unknown field; allowed: max_depth, min_segment_share, split_confidence",
+        )
     max_depth = _number(tree.get("max_depth", 2), "tree.max_depth", 1, 4, integer=True)
     min_share = float(_number(tree.get("min_segment_share", 0.05), "tree.min_segment_share", 0.001, 0.5))
     split_confidence = float(_number(tree.get("split_confidence", 0.8), "tree.split_confidence", 0.0, 1.0))
     if split_confidence >= 1:
-        raise SpecError("tree.split_confidence", split_confidence, "must be < 1 (1 would never split); 0 keeps every split")
+        raise SpecError(
+            "tree.split_confidence", split_confidence, "must be < 1 (1 would never split); 0 keeps every split"
+        )
     post = d.get("posterior") or {}
     draws = _number(post.get("draws", 1000), "posterior.draws", 10, 100_000, integer=True)
     tune = _number(post.get("tune", 1000), "posterior.tune", 10, 100_000, integer=True)
@@ -471,12 +468,32 @@ def _spec_from_dict(d: Mapping[str, Any]) -> ExperimentSpec:
     decision = _decision(d.get("decision") or {})
     return ExperimentSpec(
         decision=decision,
-        id=exp_id, arms=arms, covariates=covariates, primary=primary, guardrails=guardrails,
-        secondary=secondary, min_control_weight=w_c, min_explore_weight=w_e, epsilon=epsilon,
-        max_depth=max_depth, min_segment_share=min_share, split_confidence=split_confidence, draws=draws, tune=tune, chains=chains,
-        source=source, schedule=schedule, traffic_share=traffic, audience=dict(audience),
-        layer=d.get("layer"), salt=str(d["salt"]) if d.get("salt") is not None else None,
-        owner=d.get("owner"), status=status, start_date=start, end_date=end, pre_period=pre,
+        id=exp_id,
+        arms=arms,
+        covariates=covariates,
+        primary=primary,
+        guardrails=guardrails,
+        secondary=secondary,
+        min_control_weight=w_c,
+        min_explore_weight=w_e,
+        epsilon=epsilon,
+        max_depth=max_depth,
+        min_segment_share=min_share,
+        split_confidence=split_confidence,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        source=source,
+        schedule=schedule,
+        traffic_share=traffic,
+        audience=dict(audience),
+        layer=d.get("layer"),
+        salt=str(d["salt"]) if d.get("salt") is not None else None,
+        owner=d.get("owner"),
+        status=status,
+        start_date=start,
+        end_date=end,
+        pre_period=pre,
         description=str(d.get("description", "")),
     )
 
@@ -487,15 +504,23 @@ def _decision(d: Any) -> DecisionSettings:
     unknown = set(d) - set(DecisionSettings.__dataclass_fields__)
     if unknown:
         key = sorted(unknown)[0]
-        raise SpecError(f"decision.{key}", d[key], f"unknown field; allowed: {sorted(DecisionSettings.__dataclass_fields__)}")
+        raise SpecError(
+            f"decision.{key}", d[key], f"unknown field; allowed: {sorted(DecisionSettings.__dataclass_fields__)}"
+        )
     defaults = DecisionSettings()
     return DecisionSettings(
-        planned_visitors=_number(d.get("planned_visitors", defaults.planned_visitors), "decision.planned_visitors", 1, 10**12, integer=True),
+        planned_visitors=_number(
+            d.get("planned_visitors", defaults.planned_visitors), "decision.planned_visitors", 1, 10**12, integer=True
+        ),
         alpha=float(_number(d.get("alpha", defaults.alpha), "decision.alpha", 1e-9, 0.5)),
         fdr=float(_number(d.get("fdr", defaults.fdr), "decision.fdr", 1e-9, 0.5)),
-        loss_threshold=float(_number(d.get("loss_threshold", defaults.loss_threshold), "decision.loss_threshold", 0.0, 1e300)),
+        loss_threshold=float(
+            _number(d.get("loss_threshold", defaults.loss_threshold), "decision.loss_threshold", 0.0, 1e300)
+        ),
         prob_best=float(_number(d.get("prob_best", defaults.prob_best), "decision.prob_best", 0.0, 1.0)),
-        sustained_rounds=_number(d.get("sustained_rounds", defaults.sustained_rounds), "decision.sustained_rounds", 1, 1000, integer=True),
+        sustained_rounds=_number(
+            d.get("sustained_rounds", defaults.sustained_rounds), "decision.sustained_rounds", 1, 1000, integer=True
+        ),
         stop_prob=float(_number(d.get("stop_prob", defaults.stop_prob), "decision.stop_prob", 0.0, 1.0)),
     )
 

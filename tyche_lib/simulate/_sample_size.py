@@ -1,212 +1,28 @@
-"""Sample-size planning: the classic fixed-horizon formulas and a simulation planner for adaptive rounds."""
+"""Sizing an adaptive experiment by simulating it: rounds × visitors for a correct ship decision."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from ._allocation import apply_floor
-from ._plans import Plan, PlanSegment
-from ._rules import Rule
-from ._spec import ExperimentSpec
-from .simulate import Scenario, simulate_round
+from ..core._plans import Plan, PlanSegment
+from ..core._rules import Rule
+from ..core._seeds import seed_from_rng
+from ..core._spec import ExperimentSpec
+from ..decide._sample_size import _positive_int, _probability
+from ..policy._allocation import apply_floor
+from ._scenarios import Scenario, simulate_round
 
-__all__ = [
-    "SampleSizeResult",
-    "plan_sample_size",
-    "AdaptiveSampleSizeResult",
-    "plan_adaptive_sample_size",
-]
+__all__ = ["AdaptiveSampleSizeResult", "plan_adaptive_sample_size"]
 
-SAMPLE_SIZE_METRICS = ("binary", "continuous")
-# Visitors drawn to compute each segment's true arm means in the adaptive planner.
+# Visitors drawn to compute each segment's true arm means.
 _TRUTH_SAMPLE = 200_000
 # True means closer than this are ties: either arm is a correct decision.
 _TIE_TOLERANCE = 1e-12
-
-
-def _probability(value, name: str) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 < value < 1.0
-    if not ok:
-        raise ValueError(f"{name} = {value!r}: must be a number strictly between 0 and 1")
-    return float(value)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} = {value!r}: must be an integer >= 1")
-    return int(value)
-
-
-@dataclass(frozen=True)
-class SampleSizeResult:
-    """Visitors a fixed-horizon test needs.
-
-    Attributes
-    ----------
-    n_per_arm : int
-        Visitors per arm (control and each treatment), rounded up.
-    n_arms : int
-        ``n_treatments + 1``.
-    n_total : int
-        ``n_per_arm * n_arms``.
-    metric : {"binary", "continuous"}
-    baseline : float
-        Control conversion rate or mean.
-    treatment_value : float
-        The treatment's rate or mean the test is powered to detect.
-    absolute_effect : float
-        ``treatment_value - baseline``.
-    alpha : float
-        Family-wise significance level across the treatments.
-    alpha_per_comparison : float
-        ``alpha / n_treatments`` (Bonferroni).
-    power : float
-    two_sided : bool
-    """
-
-    n_per_arm: int
-    n_arms: int
-    n_total: int
-    metric: str
-    baseline: float
-    treatment_value: float
-    absolute_effect: float
-    alpha: float
-    alpha_per_comparison: float
-    power: float
-    two_sided: bool
-
-
-def plan_sample_size(
-    baseline: float,
-    mde: float,
-    *,
-    metric: str = "binary",
-    relative: bool = True,
-    alpha: float = 0.05,
-    power: float = 0.8,
-    n_treatments: int = 1,
-    sd: float | None = None,
-    two_sided: bool = True,
-) -> SampleSizeResult:
-    """Visitors per arm for a fixed-horizon test of each treatment against control.
-
-    Parameters
-    ----------
-    baseline : float
-        Control conversion rate in (0, 1) (binary) or control mean (continuous).
-    mde : float
-        Minimum detectable effect, non-zero: a fraction of ``baseline`` when ``relative`` (0.1 is
-        a 10% lift), else an absolute difference.
-    metric : {"binary", "continuous"}
-    relative : bool
-    alpha : float
-        Family-wise significance level; each of the ``n_treatments`` comparisons is tested at
-        ``alpha / n_treatments`` (Bonferroni).
-    power : float
-        Probability of detecting an effect of size ``mde`` in each comparison.
-    n_treatments : int
-        Treatment arms, each compared with control.
-    sd : float, optional
-        Outcome standard deviation per visitor; required for a continuous metric.
-    two_sided : bool
-
-    Returns
-    -------
-    SampleSizeResult
-
-    Raises
-    ------
-    ValueError
-        Naming the argument: ``baseline`` outside (0, 1) for a binary metric, a treatment rate
-        outside (0, 1), ``mde`` zero, ``sd`` missing or not positive for a continuous metric,
-        ``alpha`` or ``power`` outside (0, 1), ``n_treatments`` < 1, an unknown ``metric``.
-
-    Notes
-    -----
-    With ``z_α = Φ⁻¹(1 − α')`` for ``α' = α / n_treatments`` (halved when two-sided) and
-    ``z_β = Φ⁻¹(power)``:
-
-    - binary, rates ``p₁`` (control) and ``p₂``, ``p̄ = (p₁ + p₂) / 2`` (pooled variance under the
-      null, unpooled under the alternative) [1]_::
-
-          n = (z_α·√(2·p̄(1 − p̄)) + z_β·√(p₁(1 − p₁) + p₂(1 − p₂)))² / (p₂ − p₁)²
-
-    - continuous, difference ``δ`` and per-visitor standard deviation ``σ``::
-
-          n = 2·(z_α + z_β)²·σ² / δ²
-
-    ``n`` is rounded up. Baseline 10%, relative MDE 10%, α = 0.05 two-sided, power 0.8 gives
-    14,751 visitors per arm.
-
-    References
-    ----------
-    .. [1] J. L. Fleiss, B. Levin and M. C. Paik, *Statistical Methods for Rates and Proportions*,
-       3rd ed., Wiley, 2003, section 4.2 (without continuity correction).
-
-    Examples
-    --------
-    >>> plan_sample_size(0.10, 0.10).n_per_arm
-    14751
-    >>> plan_sample_size(20.0, 0.5, metric="continuous", relative=False, sd=6.0).n_per_arm
-    2261
-    """
-    if metric not in SAMPLE_SIZE_METRICS:
-        raise ValueError(f"metric = {metric!r}: must be one of {SAMPLE_SIZE_METRICS} (a hurdle metric: plan on its mean as continuous)")
-    alpha = _probability(alpha, "alpha")
-    power = _probability(power, "power")
-    n_treatments = _positive_int(n_treatments, "n_treatments")
-    for name, value in (("baseline", baseline), ("mde", mde)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} = {value!r}: must be a finite number")
-    if mde == 0:
-        raise ValueError("mde = 0: a zero effect cannot be detected; give the smallest effect worth finding")
-    if metric == "binary":
-        _probability(baseline, "baseline")
-    elif relative and baseline == 0:
-        raise ValueError("baseline = 0 with relative=True: a relative effect needs a non-zero baseline; pass relative=False")
-    effect = baseline * mde if relative else float(mde)
-    treatment = baseline + effect
-
-    per_comparison = alpha / n_treatments
-    z_alpha = stats.norm.ppf(1 - per_comparison / 2 if two_sided else 1 - per_comparison)
-    z_beta = stats.norm.ppf(power)
-    if metric == "binary":
-        if not 0.0 < treatment < 1.0:
-            raise ValueError(
-                f"mde = {mde!r}: the treatment rate {treatment!r} must be in (0, 1) (baseline {baseline!r}, "
-                f"relative={relative})"
-            )
-        p1, p2 = float(baseline), float(treatment)
-        p_bar = (p1 + p2) / 2
-        n = (
-            z_alpha * math.sqrt(2 * p_bar * (1 - p_bar)) + z_beta * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
-        ) ** 2 / (p2 - p1) ** 2
-    else:
-        if sd is None or isinstance(sd, bool) or not isinstance(sd, (int, float)) or not (0 < sd < math.inf):
-            raise ValueError(f"sd = {sd!r}: a continuous metric needs the outcome's standard deviation, a number > 0")
-        n = 2 * (z_alpha + z_beta) ** 2 * sd**2 / effect**2
-    # The tolerance keeps an exact integer (up to rounding error) from being pushed up by one.
-    n_per_arm = math.ceil(n - 1e-9)
-    return SampleSizeResult(
-        n_per_arm=n_per_arm,
-        n_arms=n_treatments + 1,
-        n_total=n_per_arm * (n_treatments + 1),
-        metric=metric,
-        baseline=float(baseline),
-        treatment_value=float(treatment),
-        absolute_effect=float(effect),
-        alpha=alpha,
-        alpha_per_comparison=per_comparison,
-        power=power,
-        two_sided=bool(two_sided),
-    )
 
 
 @dataclass(frozen=True)
@@ -288,7 +104,7 @@ def plan_adaptive_sample_size(
     *,
     rounds_grid: Sequence[int],
     visitors_grid: Sequence[int],
-    seed: int,
+    rng: int | np.random.Generator | None,
     target_probability: float = 0.8,
     n_sims: int = 200,
     segments: Sequence[Rule] | None = None,
@@ -310,8 +126,8 @@ def plan_adaptive_sample_size(
         The assumed truth (see :mod:`tyche_lib.simulate`).
     rounds_grid, visitors_grid : sequence of int
         Round counts and visitors per round (all cells) to evaluate.
-    seed : int
-        Seeds every simulation; the same seed gives the same result.
+    rng : int, Generator or None
+        Seeds every simulation; the same int gives the same result (recorded as ``seed``).
     target_probability : float
         Required probability of a correct decision.
     n_sims : int
@@ -353,7 +169,7 @@ def plan_adaptive_sample_size(
     --------
     >>> from tyche_lib.simulate import no_heterogeneity
     >>> result = plan_adaptive_sample_size(no_heterogeneity(large_lift=0.1), rounds_grid=[1, 2],
-    ...                                    visitors_grid=[2000], n_sims=20, seed=1)
+    ...                                    visitors_grid=[2000], n_sims=20, rng=1)
     >>> result.grid.columns.tolist()
     ['rounds', 'visitors_per_round', 'total_visitors', 'probability_correct', 'standard_error']
     """
@@ -366,8 +182,7 @@ def plan_adaptive_sample_size(
     draws = _positive_int(draws, "draws")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < math.inf:
         raise ValueError(f"tolerance = {tolerance!r}: must be a number >= 0 (an absolute difference in means)")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed = {seed!r}: must be an integer")
+    seed = seed_from_rng(rng)
     spec = spec if spec is not None else scenario.spec()
     if tuple(spec.arms) != tuple(scenario.arms):
         raise ValueError(f"spec.arms = {list(spec.arms)} differ from the scenario's arms {list(scenario.arms)}")
@@ -383,8 +198,11 @@ def plan_adaptive_sample_size(
             experiment_id=spec.id,
             round=round_,
             arms=arms,
-            weights={"control": spec.min_control_weight, "explore": spec.min_explore_weight,
-                     "optimized": spec.optimized_weight},
+            weights={
+                "control": spec.min_control_weight,
+                "explore": spec.min_explore_weight,
+                "optimized": spec.optimized_weight,
+            },
             segments=tuple(
                 PlanSegment(sid, rule, dict(zip(arms, map(float, alloc))))
                 for sid, rule, alloc in zip(seg_ids, rules, allocations)
@@ -420,10 +238,14 @@ def plan_adaptive_sample_size(
                 np.add.at(stats_n, (seg, arm), 1.0)
                 np.add.at(stats_sum, (seg, arm), y)
                 np.add.at(stats_sq, (seg, arm), y * y)
-                wins = np.array([
-                    _win_frequencies(_posterior_mean_draws(family, stats_n[j], stats_sum[j], stats_sq[j], draws, rng))
-                    for j in range(len(rules))
-                ])
+                wins = np.array(
+                    [
+                        _win_frequencies(
+                            _posterior_mean_draws(family, stats_n[j], stats_sum[j], stats_sq[j], draws, rng)
+                        )
+                        for j in range(len(rules))
+                    ]
+                )
                 if r in rounds:
                     shipped = wins.argmax(axis=1)
                     correct[vi, rounds.index(r)] += acceptable[np.arange(len(rules)), shipped].all()

@@ -10,8 +10,9 @@ shares fit in 100%.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 __all__ = ["Conflict", "RegistryEntry", "LIVE_STATUSES", "find_conflicts"]
 
@@ -50,7 +51,7 @@ class RegistryEntry:
     layer: str | None = None
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "RegistryEntry":
+    def from_spec(cls, spec: Any) -> RegistryEntry:
         """The registry entry of an :class:`ExperimentSpec` (or anything with the same attributes)."""
         return cls(
             id=spec.id,
@@ -246,7 +247,7 @@ def find_conflicts(specs: Iterable[Any]) -> list[Conflict]:
             layers.setdefault(e.layer, []).append(e)
     conflicts = [c for layer in sorted(layers) for c in _layer_conflicts(layer, layers[layer])]
     for i, a in enumerate(live):
-        for b in live[i + 1:]:
+        for b in live[i + 1 :]:
             if a.layer is not None and a.layer == b.layer:
                 continue  # exclusive by construction; checked as a layer above
             if a.traffic_share + b.traffic_share <= 1 + _SHARE_TOLERANCE:

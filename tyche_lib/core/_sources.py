@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -33,10 +34,10 @@ __all__ = [
     "SOURCE_KINDS",
 ]
 
-SOURCE_KINDS: dict[str, type["RoundSource"]] = {}
+SOURCE_KINDS: dict[str, type[RoundSource]] = {}
 
 
-def register_source(kind: str) -> Callable[[type["RoundSource"]], type["RoundSource"]]:
+def register_source(kind: str) -> Callable[[type[RoundSource]], type[RoundSource]]:
     """Class decorator: make a :class:`RoundSource` available to specs as ``source: {kind: ...}``."""
 
     def decorate(cls: type[RoundSource]) -> type[RoundSource]:
@@ -96,9 +97,7 @@ class LandingFolderSource(RoundSource):
         frames = []
         for f in self.files(experiment_id, round):
             # Identifier-like columns are read as text so "007" stays "007".
-            frames.append(
-                pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f, dtype={"visitor_id": str})
-            )
+            frames.append(pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f, dtype={"visitor_id": str}))
         if not frames:
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True)
@@ -145,7 +144,7 @@ class SqlSource(RoundSource):
         if ":round" not in query or ":experiment_id" not in query:
             raise SpecError("source.query", query, "must bind :experiment_id and :round")
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            url = f"sqlite:///{(Path(root) / url[len('sqlite:///'):]).resolve()}"
+            url = f"sqlite:///{(Path(root) / url[len('sqlite:///') :]).resolve()}"
         self.engine = sa.create_engine(url)
         self.query = sa.text(query)
         self.rounds_query = sa.text(rounds_query) if rounds_query else None

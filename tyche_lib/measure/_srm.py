@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._plans import CELLS, Plan, PlanError
-from ._schema import RowsError
+from ..core._plans import CELLS, Plan, PlanError
+from ..core._rows import RowsError
 
 __all__ = ["SampleRatioResult", "sample_ratio_check"]
 
@@ -23,7 +23,18 @@ MAX_EXACT_OUTCOMES = 200_000
 # Methods whose p-value is 0 or 1 by construction: not counted in the Bonferroni correction.
 DETERMINISTIC_METHODS = ("zero-probability category", "recorded vs plan rules", "single category")
 _TEST_COLUMNS = [
-    "level", "cell", "segment", "n", "statistic", "df", "pvalue", "method", "observed", "expected", "failed", "note",
+    "level",
+    "cell",
+    "segment",
+    "n",
+    "statistic",
+    "df",
+    "pvalue",
+    "method",
+    "observed",
+    "expected",
+    "failed",
+    "note",
 ]
 
 
@@ -94,8 +105,7 @@ class SampleRatioResult:
         for _, t in self.tests[self.tests["failed"]].iterrows():
             detail = t.note or f"observed {t.observed} vs expected {_rounded(t.expected)}"
             lines.append(
-                f"- {_where(t)}: {t.method}, statistic = {t.statistic:.4g}, df = {t.df}, "
-                f"p = {t.pvalue:.3g}; {detail}"
+                f"- {_where(t)}: {t.method}, statistic = {t.statistic:.4g}, df = {t.df}, p = {t.pvalue:.3g}; {detail}"
             )
         return "\n".join(lines)
 
@@ -189,15 +199,11 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
     components: list[dict] = []
     if len(rows):
         weights = np.array([plan.weights[c] for c in CELLS])
-        components.append(
-            _component("cells", None, None, CELLS, np.bincount(cell, minlength=3), weights)
-        )
+        components.append(_component("cells", None, None, CELLS, np.bincount(cell, minlength=3), weights))
         counts = np.bincount((cell * n_segs + seg) * n_arms + arm, minlength=3 * n_segs * n_arms)
         counts = counts.reshape(3, n_segs, n_arms)
         only_control = np.eye(n_arms)[0]
-        components.append(
-            _component("arms", "control", None, plan.arms, counts[0].sum(axis=0), only_control)
-        )
+        components.append(_component("arms", "control", None, plan.arms, counts[0].sum(axis=0), only_control))
         for j, segment in enumerate(plan.segments):
             if counts[1, j].sum():
                 uniform = np.full(n_arms, 1.0 / n_arms)
@@ -247,12 +253,16 @@ def _codes(rows: pd.DataFrame, plan: Plan) -> tuple[np.ndarray, np.ndarray, np.n
     codes = []
     for col, values in known.items():
         if col not in rows.columns:
-            raise RowsError(col, "<missing>", f"the rows must have a '{col}' column; found {sorted(map(str, rows.columns))}")
+            raise RowsError(
+                col, "<missing>", f"the rows must have a '{col}' column; found {sorted(map(str, rows.columns))}"
+            )
         nulls = rows[col].isna().to_numpy()
         if nulls.any():
             raise RowsError(
-                col, None, f"{int(nulls.sum())} null value(s), first at row {int(np.flatnonzero(nulls)[0])}; "
-                f"every visitor needs a {col}"
+                col,
+                None,
+                f"{int(nulls.sum())} null value(s), first at row {int(np.flatnonzero(nulls)[0])}; "
+                f"every visitor needs a {col}",
             )
         code = pd.Categorical(rows[col].astype(str), categories=list(values)).codes.astype(np.int64)
         if (code < 0).any():
@@ -269,23 +279,30 @@ def _component(level: str, cell: str | None, segment: str | None, labels, observ
     probs = probs / probs.sum()  # plans allow weights summing to 1 ± 1e-6
     n = int(observed.sum())
     row: dict[str, Any] = {
-        "level": level, "cell": cell, "segment": segment, "n": n,
-        "observed": {l: int(o) for l, o in zip(labels, observed)},
-        "expected": {l: float(e) for l, e in zip(labels, n * probs)},
-        "failed": False, "note": "",
+        "level": level,
+        "cell": cell,
+        "segment": segment,
+        "n": n,
+        "observed": {label: int(o) for label, o in zip(labels, observed)},
+        "expected": {label: float(e) for label, e in zip(labels, n * probs)},
+        "failed": False,
+        "note": "",
     }
     impossible = (probs == 0) & (observed > 0)
     possible = probs > 0
     if impossible.any():
-        seen = {l: int(o) for l, o, bad in zip(labels, observed, impossible) if bad}
+        seen = {label: int(o) for label, o, bad in zip(labels, observed, impossible) if bad}
         what = "cell" if level == "cells" else "arm"
         row.update(
-            statistic=math.inf, df=int(possible.sum()) - 1, pvalue=0.0, method="zero-probability category",
+            statistic=math.inf,
+            df=int(possible.sum()) - 1,
+            pvalue=0.0,
+            method="zero-probability category",
             note=f"{what}(s) with probability 0 under the plan received visitors: {seen}",
         )
         return row
     obs, p = observed[possible], probs[possible]
-    lab = [l for l, keep in zip(labels, possible) if keep]
+    lab = [label for label, keep in zip(labels, possible) if keep]
     if len(obs) < 2:
         row.update(statistic=0.0, df=0, pvalue=1.0, method="single category")
         return row
@@ -301,12 +318,21 @@ def _goodness_of_fit(obs: np.ndarray, p: np.ndarray, labels: list[str]) -> dict[
         return dict(statistic=float(res.statistic), df=k - 1, pvalue=float(res.pvalue), method="chi-square")
     if k == 2:
         res = stats.binomtest(int(obs[0]), n, float(p[0]))
-        return dict(statistic=float(obs[0]), df=1, pvalue=float(res.pvalue), method="exact binomial",
-                    note=f"expected counts {np.round(expected, 2).tolist()} < {MIN_EXPECTED:g}; statistic = count of {labels[0]!r}")
+        return dict(
+            statistic=float(obs[0]),
+            df=1,
+            pvalue=float(res.pvalue),
+            method="exact binomial",
+            note=f"expected counts {np.round(expected, 2).tolist()} < {MIN_EXPECTED:g}; statistic = count of {labels[0]!r}",
+        )
     if math.comb(n + k - 1, k - 1) <= MAX_EXACT_OUTCOMES:
-        return dict(statistic=float(-stats.multinomial.logpmf(obs, n, p)), df=k - 1,
-                    pvalue=_exact_multinomial_pvalue(obs, p), method="exact multinomial",
-                    note=f"expected counts {np.round(expected, 2).tolist()} < {MIN_EXPECTED:g}; statistic = -log P(observed)")
+        return dict(
+            statistic=float(-stats.multinomial.logpmf(obs, n, p)),
+            df=k - 1,
+            pvalue=_exact_multinomial_pvalue(obs, p),
+            method="exact multinomial",
+            note=f"expected counts {np.round(expected, 2).tolist()} < {MIN_EXPECTED:g}; statistic = -log P(observed)",
+        )
     return _pooled(obs, p, labels)
 
 
@@ -338,13 +364,22 @@ def _pooled(obs: np.ndarray, p: np.ndarray, labels: list[str]) -> dict[str, Any]
         merged_obs = np.append(obs[rest], obs[pool].sum())
         merged_exp = np.append(expected[rest], expected[pool].sum())
         res = stats.chisquare(merged_obs, merged_exp)
-        return dict(statistic=float(res.statistic), df=len(merged_obs) - 1, pvalue=float(res.pvalue),
-                    method="chi-square, pooled",
-                    note=f"pooled {pooled_names} (expected {expected[pool].sum():.2f}) so every expected count is >= {MIN_EXPECTED:g}")
+        return dict(
+            statistic=float(res.statistic),
+            df=len(merged_obs) - 1,
+            pvalue=float(res.pvalue),
+            method="chi-square, pooled",
+            note=f"pooled {pooled_names} (expected {expected[pool].sum():.2f}) so every expected count is >= {MIN_EXPECTED:g}",
+        )
     small_names = [labels[i] for i in small]
     res = stats.binomtest(int(obs[small].sum()), n, float(p[small].sum()))
-    return dict(statistic=float(obs[small].sum()), df=1, pvalue=float(res.pvalue), method="exact binomial, pooled",
-                note=f"pooled {small_names} (expected {expected[small].sum():.2f}) against the rest; statistic = their count")
+    return dict(
+        statistic=float(obs[small].sum()),
+        df=1,
+        pvalue=float(res.pvalue),
+        method="exact binomial, pooled",
+        note=f"pooled {small_names} (expected {expected[small].sum():.2f}) against the rest; statistic = their count",
+    )
 
 
 def _segment_consistency(rows: pd.DataFrame, plan: Plan) -> dict[str, Any] | None:
@@ -353,8 +388,13 @@ def _segment_consistency(rows: pd.DataFrame, plan: Plan) -> dict[str, Any] | Non
     if not features <= set(rows.columns):
         return None
     row: dict[str, Any] = {
-        "level": "segments", "cell": None, "segment": None, "n": len(rows), "df": 0,
-        "method": "recorded vs plan rules", "failed": False,
+        "level": "segments",
+        "cell": None,
+        "segment": None,
+        "n": len(rows),
+        "df": 0,
+        "method": "recorded vs plan rules",
+        "failed": False,
     }
     try:
         derived = plan.segment_of(rows)
@@ -364,9 +404,13 @@ def _segment_consistency(rows: pd.DataFrame, plan: Plan) -> dict[str, Any] | Non
     mismatch = recorded != derived
     k = int(mismatch.sum())
     row.update(
-        statistic=float(k), pvalue=0.0 if k else 1.0,
-        observed={"mismatched": k}, expected={"mismatched": 0.0},
-        note="" if not k else (
+        statistic=float(k),
+        pvalue=0.0 if k else 1.0,
+        observed={"mismatched": k},
+        expected={"mismatched": 0.0},
+        note=""
+        if not k
+        else (
             f"{k} visitor(s) recorded in another segment than the plan's rules give, e.g. row "
             f"{int(np.flatnonzero(mismatch)[0])}: recorded {recorded[mismatch][0]!r}, rules give {derived[mismatch][0]!r}"
         ),

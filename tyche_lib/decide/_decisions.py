@@ -11,15 +11,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ._inference import MetricsResult
-from ._posterior_base import Posterior
+from ..measure._inference import MetricsResult
+from ..model._base import Posterior
 
 __all__ = [
     "Decision",
@@ -131,26 +132,45 @@ class DecisionQuantities:
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table for storage: one row per (segment, arm); ``segment`` None is overall."""
-        parts = [self._part(None, self.prob_best, self.expected_loss, self.prob_worse, self.mean_effect,
-                            int(self.segment_sizes.sum()))]
+        parts = [
+            self._part(
+                None,
+                self.prob_best,
+                self.expected_loss,
+                self.prob_worse,
+                self.mean_effect,
+                int(self.segment_sizes.sum()),
+            )
+        ]
         for seg in self.segment_sizes.index:
-            parts.append(self._part(seg, self.prob_best_by_segment.loc[seg], self.expected_loss_by_segment.loc[seg],
-                                    self.prob_worse_by_segment.loc[seg], self.mean_effect_by_segment.loc[seg],
-                                    int(self.segment_sizes[seg])))
+            parts.append(
+                self._part(
+                    seg,
+                    self.prob_best_by_segment.loc[seg],
+                    self.expected_loss_by_segment.loc[seg],
+                    self.prob_worse_by_segment.loc[seg],
+                    self.mean_effect_by_segment.loc[seg],
+                    int(self.segment_sizes[seg]),
+                )
+            )
         return pd.concat(parts, ignore_index=True)[_FRAME_COLUMNS]
 
     def _part(self, segment, prob_best, loss, worse, effect, size) -> pd.DataFrame:
-        return pd.DataFrame({
-            "round": self.round, "segment": segment, "arm": list(self.arms),
-            "prob_best": prob_best.reindex(self.arms).to_numpy(),
-            "expected_loss": loss.reindex(self.arms).to_numpy(),
-            "prob_worse": worse.reindex(self.arms).to_numpy(),
-            "mean_effect": np.r_[0.0, effect.reindex(self.treatments).to_numpy()],
-            "size": size,
-        })
+        return pd.DataFrame(
+            {
+                "round": self.round,
+                "segment": segment,
+                "arm": list(self.arms),
+                "prob_best": prob_best.reindex(self.arms).to_numpy(),
+                "expected_loss": loss.reindex(self.arms).to_numpy(),
+                "prob_worse": worse.reindex(self.arms).to_numpy(),
+                "mean_effect": np.r_[0.0, effect.reindex(self.treatments).to_numpy()],
+                "size": size,
+            }
+        )
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> "DecisionQuantities":
+    def from_frame(cls, frame: pd.DataFrame) -> DecisionQuantities:
         """Rebuild from :meth:`to_frame`'s table (one round; without ``contrast_draws``)."""
         missing = [c for c in _FRAME_COLUMNS if c not in frame.columns]
         if missing:
@@ -164,8 +184,11 @@ class DecisionQuantities:
         segs = frame[frame["segment"].notna()]
 
         def wide(col, columns):
-            return segs.pivot(index="segment", columns="arm", values=col).reindex(columns=columns) if len(segs) else (
-                pd.DataFrame(columns=columns, dtype=float))
+            return (
+                segs.pivot(index="segment", columns="arm", values=col).reindex(columns=columns)
+                if len(segs)
+                else (pd.DataFrame(columns=columns, dtype=float))
+            )
 
         order = list(pd.unique(segs["segment"]))
         return cls(
@@ -179,7 +202,8 @@ class DecisionQuantities:
             prob_worse_by_segment=wide("prob_worse", treatments).reindex(order),
             mean_effect_by_segment=wide("mean_effect", treatments).reindex(order),
             segment_sizes=segs.drop_duplicates("segment").set_index("segment")["size"].reindex(order).astype(np.int64)
-            if len(segs) else pd.Series(dtype=np.int64),
+            if len(segs)
+            else pd.Series(dtype=np.int64),
             round=int(rounds[0]) if len(rounds) else None,
         )
 
@@ -317,7 +341,7 @@ def expected_value_of_one_more_round(
     visitors: int,
     allocation: Mapping[str, float] | Sequence[float],
     outcome_variance: Mapping[str, float] | Sequence[float],
-    seed: int | np.random.Generator,
+    rng: int | np.random.Generator | None,
     n_sims: int = 4000,
 ) -> RoundValue:
     """Preposterior value of running one more round of ``visitors`` before deciding what to ship.
@@ -334,7 +358,7 @@ def expected_value_of_one_more_round(
     outcome_variance : mapping or sequence of float
         Variance of one visitor's outcome per arm (``p(1 - p)`` for a binary metric), e.g.
         the rows' sample variance per arm.
-    seed : int or Generator
+    rng : int, Generator or None
         For the Monte Carlo over future data.
     n_sims : int
         Simulated future posterior means (antithetic pairs).
@@ -379,7 +403,7 @@ def expected_value_of_one_more_round(
         raise ValueError(f"outcome_variance = {dict(zip(arms, variance))}: must be finite and >= 0")
     if n_sims < 2:
         raise ValueError(f"n_sims = {n_sims!r}: must be at least 2")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(rng)
     draws = np.asarray(quantities.contrast_draws, dtype=float)
     mu = draws.mean(axis=0)
     sigma = np.atleast_2d(np.cov(draws, rowvar=False))
@@ -394,8 +418,9 @@ def expected_value_of_one_more_round(
     best_after = np.maximum(future.max(axis=1), 0.0).mean()
     best_now = max(float(mu.max()), 0.0)
     loss_now = float(np.maximum(draws.max(axis=1), 0.0).mean() - best_now)
-    return RoundValue(value=float(best_after - best_now), expected_loss_now=loss_now, visitors=int(visitors),
-                      n_sims=len(future))
+    return RoundValue(
+        value=float(best_after - best_now), expected_loss_now=loss_now, visitors=int(visitors), n_sims=len(future)
+    )
 
 
 # -- graduation and recommendation -------------------------------------------------------------
@@ -459,14 +484,17 @@ def graduation(
             streak += 1
         else:
             break
-    status = (f"{leader} leads: P(best) = {now.prob_best[leader]:.3f} (need >= {prob_best:g}), expected loss "
-              f"= {now.expected_loss[leader]:.4g} (need < {loss_threshold:g}), met {streak} of "
-              f"{sustained_rounds} rounds in a row")
+    status = (
+        f"{leader} leads: P(best) = {now.prob_best[leader]:.3f} (need >= {prob_best:g}), expected loss "
+        f"= {now.expected_loss[leader]:.4g} (need < {loss_threshold:g}), met {streak} of "
+        f"{sustained_rounds} rounds in a row"
+    )
     if streak >= sustained_rounds:
         if leader != arms[0]:
             return Recommendation(Decision.SHIP, leader, (status,))
-        return Recommendation(Decision.STOP, arms[1], (status + ": the control is best, stop every treatment",),
-                              stop_arms=tuple(arms[1:]))
+        return Recommendation(
+            Decision.STOP, arms[1], (status + ": the control is best, stop every treatment",), stop_arms=tuple(arms[1:])
+        )
     worse = []
     for k in now.treatments:
         by_seg = now.prob_worse_by_segment[k] if k in now.prob_worse_by_segment else pd.Series(dtype=float)
@@ -475,7 +503,8 @@ def graduation(
     if worse:
         reasons = tuple(
             f"{k} is worse than control everywhere: P(worse) = {now.prob_worse[k]:.3f} overall and >= "
-            f"{stop_prob:g} in all {len(now.prob_worse_by_segment)} segment(s)" for k in worse
+            f"{stop_prob:g} in all {len(now.prob_worse_by_segment)} segment(s)"
+            for k in worse
         )
         return Recommendation(Decision.STOP, worse[0], reasons + (status,), stop_arms=tuple(worse))
     return Recommendation(Decision.CONTINUE, None, (status,))
@@ -534,22 +563,32 @@ def recommend(
     """
     passed, message = _sample_ratio_passed(sample_ratio)
     if not passed:
-        return Recommendation(Decision.HALT, None, (f"{message} — HALT: no effect is interpreted until it is explained",))
+        return Recommendation(
+            Decision.HALT, None, (f"{message} — HALT: no effect is interpreted until it is explained",)
+        )
     reasons = [message]
     failed = metrics.failed_guardrails()
-    for arm, names in failed.items():
+    for arm in failed:
         detail = metrics.guardrails[(metrics.guardrails["arm"] == arm) & (metrics.guardrails["verdict"] == "fail")]
         for _, g in detail.iterrows():
             reasons.append(f"do not ship {arm}: guardrail {g['metric']} failed ({g['reason']})")
     primary = metrics.primary().set_index("arm")
-    candidates = [a for a in primary.index if primary.at[a, "discovery"] and primary.at[a, "estimate"] > 0
-                  and a not in failed]
+    candidates = [
+        a for a in primary.index if primary.at[a, "discovery"] and primary.at[a, "estimate"] > 0 and a not in failed
+    ]
     for a in candidates:
-        reasons.append(f"{a} is a ship candidate: primary effect {primary.at[a, 'estimate']:.4g} "
-                       f"[{primary.at[a, 'lower']:.4g}, {primary.at[a, 'upper']:.4g}], q = {primary.at[a, 'q_value']:.3g}, "
-                       "no guardrail failed")
-    grad = graduation(history, loss_threshold=loss_threshold, prob_best=prob_best,
-                      sustained_rounds=sustained_rounds, stop_prob=stop_prob)
+        reasons.append(
+            f"{a} is a ship candidate: primary effect {primary.at[a, 'estimate']:.4g} "
+            f"[{primary.at[a, 'lower']:.4g}, {primary.at[a, 'upper']:.4g}], q = {primary.at[a, 'q_value']:.3g}, "
+            "no guardrail failed"
+        )
+    grad = graduation(
+        history,
+        loss_threshold=loss_threshold,
+        prob_best=prob_best,
+        sustained_rounds=sustained_rounds,
+        stop_prob=stop_prob,
+    )
     reasons.extend(grad.reasons)
     arms = history[-1].arms
     stop_arms = tuple(a for a in arms[1:] if a in failed or a in grad.stop_arms)
@@ -558,8 +597,9 @@ def recommend(
             return Recommendation(Decision.SHIP, grad.arm, tuple(reasons), stop_arms=stop_arms)
         if grad.arm not in failed:
             q = primary.at[grad.arm, "q_value"] if grad.arm in primary.index else float("nan")
-            reasons.append(f"not shipping {grad.arm} yet: its primary effect is not a positive discovery "
-                           f"after FDR (q = {q:.3g})")
+            reasons.append(
+                f"not shipping {grad.arm} yet: its primary effect is not a positive discovery after FDR (q = {q:.3g})"
+            )
     if stop_arms:
         return Recommendation(Decision.STOP, stop_arms[0], tuple(reasons), stop_arms=stop_arms)
     return Recommendation(Decision.CONTINUE, None, tuple(reasons))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
+from ._errors import RowsError
 from ._spec import ExperimentSpec
 
 __all__ = ["RowsError", "validate_rows", "model_frame", "ROW_COLUMNS", "CELL_NAMES"]
@@ -25,21 +26,6 @@ ROW_COLUMNS = {
 }
 
 
-class RowsError(ValueError):
-    """Round rows are unusable; the message names the column, an offending value and the fix.
-
-    Attributes
-    ----------
-    column : str
-    value : object
-    fix : str
-    """
-
-    def __init__(self, column: str, value, fix: str):
-        self.column, self.value, self.fix = column, value, fix
-        super().__init__(f"column '{column}': {value!r} — {fix}")
-
-
 def _check_present(rows: pd.DataFrame, columns: Iterable[str]) -> None:
     for col in columns:
         if col not in rows.columns:
@@ -49,7 +35,11 @@ def _check_present(rows: pd.DataFrame, columns: Iterable[str]) -> None:
 def _no_nulls(rows: pd.DataFrame, col: str) -> None:
     nulls = rows[col].isna()
     if nulls.any():
-        raise RowsError(col, None, f"{int(nulls.sum())} null value(s), first at row {int(np.flatnonzero(nulls)[0])}; fill or drop them")
+        raise RowsError(
+            col,
+            None,
+            f"{int(nulls.sum())} null value(s), first at row {int(np.flatnonzero(nulls)[0])}; fill or drop them",
+        )
 
 
 def _numeric(rows: pd.DataFrame, col: str) -> pd.Series:
@@ -141,11 +131,17 @@ def validate_rows(
         p = out["assignment_prob"]
         bad = ~((p > 0) & (p <= 1))
         if bad.any():
-            raise RowsError("assignment_prob", float(p[bad].iloc[0]), "a recorded assignment probability must be in (0, 1]")
+            raise RowsError(
+                "assignment_prob", float(p[bad].iloc[0]), "a recorded assignment probability must be in (0, 1]"
+            )
         out["visitor_id"] = out["visitor_id"].astype(str)
         dup = out["visitor_id"].duplicated()
         if dup.any():
-            raise RowsError("visitor_id", out["visitor_id"][dup].iloc[0], "duplicate visitor id; each visitor appears once per round")
+            raise RowsError(
+                "visitor_id",
+                out["visitor_id"][dup].iloc[0],
+                "duplicate visitor id; each visitor appears once per round",
+            )
     if metrics:
         for m in spec.metrics:
             out[m.name] = _numeric(out, m.name)

@@ -1,6 +1,6 @@
 """Model description: from an experiment spec and its rows to a formula, a family and a data plan.
 
-Kept apart from the engine that fits it (:mod:`tyche_lib._posterior`), as bambi keeps formulas
+Kept apart from the engine that fits it (:mod:`tyche_lib.model._engine`), as bambi keeps formulas
 and families apart from its PyMC backend. A description is plain data: it serialises to a dict
 (stored with the draws) and rebuilds the exact model frame for any rows, so new visitors are
 bucketed, standardised and coded exactly as the rows the posterior was fitted on.
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._schema import RowsError
-from ._spec import ExperimentSpec
+from ..core._rows import RowsError
+from ..core._spec import ExperimentSpec
 
 __all__ = ["CovariateCoding", "ModelDescription", "describe_model"]
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ._plans import CELLS, Plan
+from ..core._plans import CELLS, Plan
 
 __all__ = ["Assigner", "Assignment", "EXCLUDED_CELL"]
 
@@ -132,8 +133,10 @@ class Assigner:
     ):
         if not isinstance(plan, Plan):
             raise TypeError(f"Assigner plan = {type(plan).__name__}: pass a tyche_lib.Plan (e.g. Plan.from_json)")
-        if isinstance(traffic_share, bool) or not isinstance(traffic_share, (int, float)) or not (
-            0.0 <= traffic_share <= 1.0
+        if (
+            isinstance(traffic_share, bool)
+            or not isinstance(traffic_share, (int, float))
+            or not (0.0 <= traffic_share <= 1.0)
         ):
             raise ValueError(f"Assigner traffic_share = {traffic_share!r}: must be a number in [0, 1]")
         if excluded is None or isinstance(excluded, str):
@@ -204,11 +207,15 @@ class Assigner:
             arm_exp = np.column_stack([-np.log(_uniforms(kept, f"arm:{a}")) for a in arms])
             sub = rows.iloc[idx]
             seg = self.plan.segment_of(sub)
-            alloc = pd.DataFrame(
-                [[s.allocation[a] for a in arms] for s in self.plan.segments],
-                index=list(self.plan.segment_ids),
-                columns=list(arms),
-            ).loc[seg].to_numpy()
+            alloc = (
+                pd.DataFrame(
+                    [[s.allocation[a] for a in arms] for s in self.plan.segments],
+                    index=list(self.plan.segment_ids),
+                    columns=list(arms),
+                )
+                .loc[seg]
+                .to_numpy()
+            )
             arm_idx = np.where(
                 cell_idx == CELLS.index("control"),
                 0,

@@ -15,16 +15,17 @@ between rounds, because it is built from the assignment probabilities recorded f
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._posterior_base import DEFAULT_CHUNK_PROFILES, Posterior
-from ._schema import RowsError
-from ._spec import ExperimentSpec, Guardrail
+from ..core._rows import RowsError
+from ..core._spec import ExperimentSpec, Guardrail
+from ..model._base import DEFAULT_CHUNK_PROFILES, Posterior
 
 __all__ = [
     "CupedResult",
@@ -50,7 +51,9 @@ _CS_COLUMNS = ["arm", "estimate", "lower", "upper", "radius", "p_value", "n", "n
 def _require_columns(rows: pd.DataFrame, columns: Sequence[str]) -> None:
     for col in columns:
         if col not in rows.columns:
-            raise RowsError(col, "<missing>", f"the rows must have a '{col}' column; found {sorted(map(str, rows.columns))}")
+            raise RowsError(
+                col, "<missing>", f"the rows must have a '{col}' column; found {sorted(map(str, rows.columns))}"
+            )
 
 
 def _finite(rows: pd.DataFrame, col: str) -> np.ndarray:
@@ -121,8 +124,15 @@ def _eta(alpha: float, t_star: float) -> float:
 
 
 def _mad_arrays(
-    arm: np.ndarray, y: np.ndarray, p: np.ndarray, arms: list[str], model: np.ndarray | None,
-    alpha: float, t_star: float, correction: str, looks: np.ndarray,
+    arm: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    arms: list[str],
+    model: np.ndarray | None,
+    alpha: float,
+    t_star: float,
+    correction: str,
+    looks: np.ndarray,
 ) -> pd.DataFrame:
     """Running-sum MAD sequence of every treatment at the row counts ``looks`` (O(rows))."""
     n_treat = len(arms) - 1
@@ -324,7 +334,9 @@ def mad_confidence_path(
         round_values = rows["round"].to_numpy()
         ends = np.flatnonzero(np.r_[round_values[1:] != round_values[:-1], True]) if n else np.array([], dtype=int)
         if len(set(round_values[ends])) != len(ends):
-            raise RowsError("round", round_values[ends][0], "rows must be grouped by round, in round order (sort them by arrival)")
+            raise RowsError(
+                "round", round_values[ends][0], "rows must be grouped by round, in round order (sort them by arrival)"
+            )
         look_at, rounds = ends + 1, round_values[ends]
     else:
         look_at = np.asarray(looks, dtype=np.int64)
@@ -384,8 +396,19 @@ def mad_confidence_sequence(
     """
     arm, y, p, arm_names, model = _mad_inputs(rows, outcome, control, alpha, t_star, correction, outcome_model, arms)
     if len(rows) == 0:
-        empty = pd.DataFrame({"arm": arm_names[1:], "estimate": np.nan, "lower": -np.inf, "upper": np.inf,
-                              "radius": np.inf, "p_value": 1.0, "n": 0, "n_treated": 0, "n_control": 0})
+        empty = pd.DataFrame(
+            {
+                "arm": arm_names[1:],
+                "estimate": np.nan,
+                "lower": -np.inf,
+                "upper": np.inf,
+                "radius": np.inf,
+                "p_value": 1.0,
+                "n": 0,
+                "n_treated": 0,
+                "n_control": 0,
+            }
+        )
         return empty
     return _mad_arrays(arm, y, p, arm_names, model, alpha, float(t_star), correction, np.array([len(rows)]))
 
@@ -918,7 +941,9 @@ def analyze_metrics(
     outcome_models = dict(outcome_models or {})
     unknown = sorted(set(outcome_models) - {m.name for m in spec.metrics})
     if unknown:
-        raise ValueError(f"outcome_models has {unknown[0]!r}, which is not a metric of the spec {[m.name for m in spec.metrics]}")
+        raise ValueError(
+            f"outcome_models has {unknown[0]!r}, which is not a metric of the spec {[m.name for m in spec.metrics]}"
+        )
     if outcome_models and not rows.index.is_unique:
         raise ValueError(
             "rows' index has duplicate labels, so outcome_models cannot be aligned to it: reset it "
@@ -940,8 +965,14 @@ def analyze_metrics(
         elif adjust:
             model = cuped_outcome_model(rows, outcome=metric.name, arms=spec.arms, pre_period=spec.pre_period)
         cs = mad_confidence_sequence(
-            rows, outcome=metric.name, control=spec.control, t_star=t_star, alpha=alpha,
-            correction=correction, outcome_model=model, arms=spec.arms,
+            rows,
+            outcome=metric.name,
+            control=spec.control,
+            t_star=t_star,
+            alpha=alpha,
+            correction=correction,
+            outcome_model=model,
+            arms=spec.arms,
         )
         cs.insert(0, "role", role)
         cs.insert(0, "metric", metric.name)
@@ -951,9 +982,17 @@ def analyze_metrics(
                 verdict, reason = _guardrail_verdict(r["lower"], r["upper"], metric)
                 cs.at[i, "verdict"] = verdict
                 verdicts.append(
-                    {"metric": metric.name, "arm": r["arm"], "direction": metric.direction,
-                     "tolerance": metric.tolerance, "estimate": r["estimate"], "lower": r["lower"],
-                     "upper": r["upper"], "verdict": verdict, "reason": reason}
+                    {
+                        "metric": metric.name,
+                        "arm": r["arm"],
+                        "direction": metric.direction,
+                        "tolerance": metric.tolerance,
+                        "estimate": r["estimate"],
+                        "lower": r["lower"],
+                        "upper": r["upper"],
+                        "verdict": verdict,
+                        "reason": reason,
+                    }
                 )
         effects.append(cs)
     table = pd.concat(effects, ignore_index=True)
@@ -963,7 +1002,23 @@ def analyze_metrics(
         q[family] = stats.false_discovery_control(table.loc[family, "p_value"].to_numpy(), method=fdr_method)
     table["q_value"] = q
     table["discovery"] = family & (q <= fdr)
-    table = table[["metric", "role", "arm", "estimate", "lower", "upper", "radius", "n", "n_treated",
-                   "n_control", "p_value", "q_value", "discovery", "verdict"]]
+    table = table[
+        [
+            "metric",
+            "role",
+            "arm",
+            "estimate",
+            "lower",
+            "upper",
+            "radius",
+            "n",
+            "n_treated",
+            "n_control",
+            "p_value",
+            "q_value",
+            "discovery",
+            "verdict",
+        ]
+    ]
     guard_cols = ["metric", "arm", "direction", "tolerance", "estimate", "lower", "upper", "verdict", "reason"]
     return MetricsResult(effects=table, guardrails=pd.DataFrame(verdicts, columns=guard_cols), alpha=alpha, fdr=fdr)

@@ -8,54 +8,29 @@ needs the whole draws × rows × treatments cube in memory.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ._spec import ExperimentSpec
+from ..core._profiles import Profiles, covariate_profiles
+from ..core._spec import ExperimentSpec
 
-__all__ = ["Posterior", "Profiles"]
+__all__ = ["Posterior", "Profiles", "covariate_profiles", "require_posterior", "require_observed"]
 
 # Profiles per chunk: with 1,000 draws × 3 treatments this keeps a chunk near 100 MB.
 DEFAULT_CHUNK_PROFILES = 4096
 
 
-@dataclass(frozen=True)
-class Profiles:
-    """Unique covariate profiles of a set of rows.
-
-    Attributes
-    ----------
-    frame : DataFrame
-        One row per profile, the covariate columns only.
-    index : ndarray of int
-        For every input row, the position of its profile in ``frame``.
-    counts : ndarray of int
-        Rows per profile.
-    """
-
-    frame: pd.DataFrame
-    index: np.ndarray
-    counts: np.ndarray
-
-
-def covariate_profiles(rows: pd.DataFrame, covariates: tuple[str, ...]) -> Profiles:
-    """Group rows by their covariate values (order of first appearance is irrelevant: sorted)."""
-    n = len(rows)
-    if not covariates:
-        return Profiles(pd.DataFrame(index=pd.RangeIndex(1)), np.zeros(n, dtype=np.int64), np.array([n]))
-    codes = rows.groupby(list(covariates), sort=True, observed=True, dropna=False).ngroup().to_numpy()
-    first = pd.Series(np.arange(n)).groupby(codes).first().to_numpy()
-    frame = rows.iloc[first][list(covariates)].reset_index(drop=True)
-    counts = np.bincount(codes, minlength=len(first))
-    return Profiles(frame, codes.astype(np.int64), counts)
-
-
 @dataclass(eq=False)
-class Posterior:
+class Posterior(ABC):
     """Base of the posterior result types. Use :func:`fit_posterior` to get one.
+
+    Consumers (policy tree, allocation, decisions, reports) read only what this class offers, so a
+    new engine or family subclasses it and implements :meth:`outcome_mean_draws`.
 
     Attributes
     ----------
@@ -95,9 +70,9 @@ class Posterior:
 
     # -- to be provided by each family ---------------------------------------------------------
 
+    @abstractmethod
     def outcome_mean_draws(self, profiles: pd.DataFrame, arm: str) -> np.ndarray:
         """``E[Y | x, arm]`` per draw for each profile: array (draws × profiles)."""
-        raise NotImplementedError
 
     # -- shared machinery ----------------------------------------------------------------------
 
@@ -193,10 +168,28 @@ class Posterior:
         """Posterior-mean contrast of every row: (rows × treatments)."""
         rows = self.observed if rows is None else rows
         prof = self.profiles(rows)
-        per_profile = np.concatenate(
-            [
-                self.profile_contrast_draws(prof.frame.iloc[s : s + DEFAULT_CHUNK_PROFILES]).mean(axis=0)
-                for s in range(0, len(prof.frame), DEFAULT_CHUNK_PROFILES)
-            ]
-        ) if len(prof.frame) else np.empty((0, len(self.treatments)))
+        per_profile = (
+            np.concatenate(
+                [
+                    self.profile_contrast_draws(prof.frame.iloc[s : s + DEFAULT_CHUNK_PROFILES]).mean(axis=0)
+                    for s in range(0, len(prof.frame), DEFAULT_CHUNK_PROFILES)
+                ]
+            )
+            if len(prof.frame)
+            else np.empty((0, len(self.treatments)))
+        )
         return per_profile[prof.index]
+
+
+def require_posterior(posterior: Any) -> None:
+    """Raise TypeError unless ``posterior`` is a :class:`Posterior` (any engine's result)."""
+    if not isinstance(posterior, Posterior):
+        raise TypeError(f"posterior is a {type(posterior).__name__}: pass a Posterior, as returned by fit_posterior")
+
+
+def require_observed(posterior: Posterior, purpose: str) -> None:
+    """Raise ValueError when the posterior was fitted on no rows."""
+    if posterior.observed is None or len(posterior.observed) == 0:
+        raise ValueError(
+            f"posterior.observed has no rows: {purpose} needs a posterior fitted on at least one round of visitor data"
+        )

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._schema import CELL_NAMES
-from ._spec import ExperimentSpec
+from ..core._rows import CELL_NAMES
+from ..core._spec import ExperimentSpec
 
 # Must be set before great_expectations is imported; a user's explicit setting wins.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -26,9 +26,29 @@ __all__ = ["QualityFailure", "QualityResult", "quality_check", "quality_suite"]
 
 # dtype names (non-object columns) and Python type names (object columns) that count as numeric.
 NUMERIC_TYPES = [
-    "int", "float", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32",
-    "UInt64", "Float32", "Float64",
+    "int",
+    "float",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "UInt8",
+    "UInt16",
+    "UInt32",
+    "UInt64",
+    "Float32",
+    "Float64",
 ]
 # Values a boolean covariate may take (validate_rows accepts the same).
 BOOLEAN_VALUES = [True, False, "true", "false", "True", "False", "1", "0"]
@@ -157,8 +177,13 @@ def _build_suite(spec: ExperimentSpec):
         suite.add_expectation(cls(column=column, meta=meta, **kwargs))
 
     def numeric(column: str, what: str):
-        add(gxe.ExpectColumnValuesToBeInTypeList, column, f"{column} is numeric", f"{what} must be numbers",
-            type_list=NUMERIC_TYPES)
+        add(
+            gxe.ExpectColumnValuesToBeInTypeList,
+            column,
+            f"{column} is numeric",
+            f"{what} must be numbers",
+            type_list=NUMERIC_TYPES,
+        )
 
     def between(column: str, lo: float | None, hi: float | None, rule: str, fix: str, strict_min: bool = False):
         add(gxe.ExpectColumnValuesToBeBetween, column, rule, fix, min_value=lo, max_value=hi, strict_min=strict_min)
@@ -168,41 +193,86 @@ def _build_suite(spec: ExperimentSpec):
         add(gxe.ExpectColumnToExist, col, f"column {col} is present", f"the rows must have a '{col}' column")
     for col in required:
         add(gxe.ExpectColumnValuesToNotBeNull, col, f"{col} has no nulls", f"fill or drop the rows with a null {col}")
-    add(gxe.ExpectColumnValuesToBeUnique, "visitor_id", "visitor_id is unique",
-        "each visitor appears once per round; remove the duplicates")
-    add(gxe.ExpectColumnValuesToBeInSet, "arm", "arm is one of the spec's arms",
-        f"the spec's arms are {list(spec.arms)}", value_set=list(spec.arms))
-    add(gxe.ExpectColumnValuesToBeInSet, "cell", "cell is control, explore or optimized",
-        f"cells are {list(CELL_NAMES)}", value_set=list(CELL_NAMES))
+    add(
+        gxe.ExpectColumnValuesToBeUnique,
+        "visitor_id",
+        "visitor_id is unique",
+        "each visitor appears once per round; remove the duplicates",
+    )
+    add(
+        gxe.ExpectColumnValuesToBeInSet,
+        "arm",
+        "arm is one of the spec's arms",
+        f"the spec's arms are {list(spec.arms)}",
+        value_set=list(spec.arms),
+    )
+    add(
+        gxe.ExpectColumnValuesToBeInSet,
+        "cell",
+        "cell is control, explore or optimized",
+        f"cells are {list(CELL_NAMES)}",
+        value_set=list(CELL_NAMES),
+    )
     numeric("assignment_prob", "assignment probabilities")
-    between("assignment_prob", 0.0, 1.0, "assignment_prob is in (0, 1]",
-            "a recorded assignment probability must be > 0 and <= 1", strict_min=True)
+    between(
+        "assignment_prob",
+        0.0,
+        1.0,
+        "assignment_prob is in (0, 1]",
+        "a recorded assignment probability must be > 0 and <= 1",
+        strict_min=True,
+    )
 
     for cov in spec.covariates:
         if cov.type == "categorical" and cov.levels:
-            add(gxe.ExpectColumnValuesToBeInSet, cov.name, f"{cov.name} is a level listed in the spec",
-                f"the spec's levels are {list(cov.levels)}", value_set=list(cov.levels))
+            add(
+                gxe.ExpectColumnValuesToBeInSet,
+                cov.name,
+                f"{cov.name} is a level listed in the spec",
+                f"the spec's levels are {list(cov.levels)}",
+                value_set=list(cov.levels),
+            )
         elif cov.type == "boolean":
-            add(gxe.ExpectColumnValuesToBeInSet, cov.name, f"{cov.name} is true or false",
-                "a boolean covariate takes true/false (or 1/0)", value_set=BOOLEAN_VALUES)
+            add(
+                gxe.ExpectColumnValuesToBeInSet,
+                cov.name,
+                f"{cov.name} is true or false",
+                "a boolean covariate takes true/false (or 1/0)",
+                value_set=BOOLEAN_VALUES,
+            )
         elif cov.type == "numeric":
             numeric(cov.name, f"covariate {cov.name}")
             if cov.minimum is not None or cov.maximum is not None:
-                between(cov.name, cov.minimum, cov.maximum, f"{cov.name} is within the spec's range",
-                        f"the spec allows [{cov.minimum}, {cov.maximum}]")
+                between(
+                    cov.name,
+                    cov.minimum,
+                    cov.maximum,
+                    f"{cov.name} is within the spec's range",
+                    f"the spec allows [{cov.minimum}, {cov.maximum}]",
+                )
 
     for metric in spec.metrics:
         numeric(metric.name, f"metric {metric.name} values")
         if metric.family == "binary":
-            add(gxe.ExpectColumnValuesToBeInSet, metric.name, f"{metric.name} is 0 or 1",
-                "a binary metric takes 0 or 1", value_set=[0, 1])
+            add(
+                gxe.ExpectColumnValuesToBeInSet,
+                metric.name,
+                f"{metric.name} is 0 or 1",
+                "a binary metric takes 0 or 1",
+                value_set=[0, 1],
+            )
         elif metric.family == "hurdle":
             between(metric.name, 0.0, None, f"{metric.name} is >= 0", "a hurdle metric is zero or a positive amount")
         else:
             between(metric.name, -_FINITE, _FINITE, f"{metric.name} is finite", "a continuous metric must be finite")
         if metric.minimum is not None or metric.maximum is not None:
-            between(metric.name, metric.minimum, metric.maximum, f"{metric.name} is within the spec's range",
-                    f"the spec allows [{metric.minimum}, {metric.maximum}]")
+            between(
+                metric.name,
+                metric.minimum,
+                metric.maximum,
+                f"{metric.name} is within the spec's range",
+                f"the spec allows [{metric.minimum}, {metric.maximum}]",
+            )
     if spec.pre_period:
         numeric(spec.pre_period, "pre-period values")
         between(spec.pre_period, -_FINITE, _FINITE, f"{spec.pre_period} is finite", "pre-period values must be finite")
@@ -274,16 +344,23 @@ def _failures(results: list, rows: pd.DataFrame) -> list[QualityFailure]:
         column, rule, fix = config.kwargs["column"], config.meta["rule"], config.meta["fix"]
         raised = _exception_message(r)
         if config.type == "expect_column_to_exist":
-            failures.append(QualityFailure(
-                rule, config.type, column,
-                f"column '{column}': missing — {fix}; found {sorted(map(str, rows.columns))}",
-                unexpected_count=len(rows),
-            ))
+            failures.append(
+                QualityFailure(
+                    rule,
+                    config.type,
+                    column,
+                    f"column '{column}': missing — {fix}; found {sorted(map(str, rows.columns))}",
+                    unexpected_count=len(rows),
+                )
+            )
         elif column in missing or (raised and column in mistyped):
             continue  # already reported as a missing or mistyped column
         elif raised:
-            failures.append(QualityFailure(rule, config.type, column,
-                                           f"column '{column}': {rule} could not be evaluated: {raised}; {fix}"))
+            failures.append(
+                QualityFailure(
+                    rule, config.type, column, f"column '{column}': {rule} could not be evaluated: {raised}; {fix}"
+                )
+            )
         else:
             failures.append(_value_failure(r.result, rows, column, rule, fix, config.type))
     return failures

@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.tree import DecisionTreeRegressor
 
-from ._posterior import BinaryPosterior, ContinuousPosterior, HurdlePosterior
-from ._posterior_base import covariate_profiles
-from ._rules import Condition, Rule
+from ..core._rules import Condition, Rule, rule_masks
+from ..core._seeds import seed_from_rng
+from ..model._base import require_observed, require_posterior
 
 __all__ = ["DiscoveredSegment", "PolicyTree", "fit_policy_tree"]
-
-POSTERIOR_TYPES = (BinaryPosterior, ContinuousPosterior, HurdlePosterior)
-
-
-def require_posterior(posterior: Any) -> None:
-    """Raise TypeError unless ``posterior`` is one of the three posterior result types."""
-    if not isinstance(posterior, POSTERIOR_TYPES):
-        raise TypeError(
-            f"posterior is a {type(posterior).__name__}: pass a BinaryPosterior, ContinuousPosterior "
-            f"or HurdlePosterior, as returned by fit_posterior"
-        )
-
-
-def require_observed(posterior: Any, purpose: str) -> None:
-    """Raise ValueError when the posterior was fitted on no rows."""
-    if posterior.observed is None or len(posterior.observed) == 0:
-        raise ValueError(
-            f"posterior.observed has no rows: {purpose} needs a posterior fitted on at least one "
-            f"round of visitor data"
-        )
 
 
 def leading_arm(contrasts: np.ndarray, arms: Sequence[str]) -> str:
@@ -43,21 +24,6 @@ def leading_arm(contrasts: np.ndarray, arms: Sequence[str]) -> str:
     """
     best = int(np.argmax(contrasts))
     return arms[best + 1] if contrasts[best] > 0 else arms[0]
-
-
-def rule_masks(rules: Sequence[Rule], rows: pd.DataFrame) -> np.ndarray:
-    """Which rows each rule matches: boolean array (rules × rows), row order.
-
-    Equal to ``np.stack([rule.matches(rows) for rule in rules])``, but the rules are evaluated once
-    per unique combination of the columns they test, so a million rows cost one group-by.
-    """
-    features = tuple(sorted({c.feature for rule in rules for c in rule.conditions}))
-    for name in features:
-        if name not in rows.columns:
-            raise KeyError(f"a segment rule needs column '{name}', which the rows lack; found {sorted(rows.columns)}")
-    combos = covariate_profiles(rows, features)
-    per_combo = np.stack([rule.matches(combos.frame) for rule in rules])
-    return per_combo[:, combos.index]
 
 
 @dataclass(frozen=True)
@@ -101,7 +67,7 @@ class DiscoveredSegment:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DiscoveredSegment":
+    def from_dict(cls, d: Mapping[str, Any]) -> DiscoveredSegment:
         return cls(
             id=str(d["id"]),
             rule=Rule.from_dict(d["rule"]),
@@ -181,7 +147,7 @@ class PolicyTree:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PolicyTree":
+    def from_dict(cls, d: Mapping[str, Any]) -> PolicyTree:
         return cls(
             segments=tuple(DiscoveredSegment.from_dict(s) for s in d["segments"]),
             arms=tuple(d["arms"]),
@@ -271,7 +237,7 @@ def fit_policy_tree(
     posterior,
     max_depth: int = 2,
     min_segment_share: float = 0.05,
-    seed: int = 0,
+    rng: int | np.random.Generator | None = 0,
     split_confidence: float = 0.8,
 ) -> PolicyTree:
     """Find segments of visitors whose best arm differs, as a shallow tree with readable rules.
@@ -284,8 +250,9 @@ def fit_policy_tree(
         Depth of the tree (at most ``2 ** max_depth`` segments).
     min_segment_share : float
         Smallest segment, as a share of the observed visitors, in (0, 0.5].
-    seed : int
-        Breaks ties between equally good splits (``random_state`` of the tree).
+    rng : int, Generator or None
+        Breaks ties between equally good splits (``random_state`` of the tree); recorded as
+        ``PolicyTree.seed``.
     split_confidence : float
         In [0, 1): posterior probability a split needs to stand. Two sibling segments with
         different leading arms stay apart only if, in each, its leading arm beats the sibling's
@@ -337,12 +304,13 @@ def fit_policy_tree(
 
     Examples
     --------
-    >>> tree = fit_policy_tree(posterior, max_depth=2, min_segment_share=0.05, seed=7)  # doctest: +SKIP
+    >>> tree = fit_policy_tree(posterior, max_depth=2, min_segment_share=0.05, rng=7)  # doctest: +SKIP
     >>> print(tree)  # doctest: +SKIP
     policy tree: 2 segment(s) over 12000 visitors (max_depth=2, min_segment_share=0.05)
       s1: device not in {mobile} -> control (share 60.0%, n=7200; green -0.01)
       s2: device in {mobile} -> green (share 40.0%, n=4800; green +0.03)
     """
+    seed = seed_from_rng(rng)
     require_posterior(posterior)
     require_observed(posterior, "fit_policy_tree")
     if isinstance(max_depth, bool) or not isinstance(max_depth, (int, np.integer)) or max_depth < 1:
@@ -372,10 +340,12 @@ def fit_policy_tree(
     if spec.covariates and len(counts) > 1:
         design, features = _design(profiles.frame, spec.covariates)
         cart = DecisionTreeRegressor(
-            max_depth=int(max_depth), min_weight_fraction_leaf=float(min_segment_share),
+            max_depth=int(max_depth),
+            min_weight_fraction_leaf=float(min_segment_share),
             random_state=int(seed) % 2**32,  # scikit-learn takes 32-bit seeds; derive_seed gives 63 bits
         ).fit(design, contrasts, sample_weight=counts)
         nodes = cart.tree_
+
         def credible(first: tuple, second: tuple) -> bool:
             """Whether each sibling's leading arm beats the other's within it with enough probability."""
             codes = np.full(len(counts), -1)
@@ -383,7 +353,10 @@ def fit_policy_tree(
             draws, _ = posterior.mean_contrast_draws(codes[profiles.index], 2)  # draws × 2 × treatments
             effects = np.concatenate([np.zeros((len(draws), 2, 1)), draws], axis=2)  # control's effect is 0
             a, b = spec.arms.index(first[2]), spec.arms.index(second[2])
-            return min((effects[:, 0, a] > effects[:, 0, b]).mean(), (effects[:, 1, b] > effects[:, 1, a]).mean()) >= split_confidence
+            return (
+                min((effects[:, 0, a] > effects[:, 0, b]).mean(), (effects[:, 1, b] > effects[:, 1, a]).mean())
+                >= split_confidence
+            )
 
         def grow(node: int, conditions: list[Condition], members: np.ndarray) -> list:
             left, right = nodes.children_left[node], nodes.children_right[node]

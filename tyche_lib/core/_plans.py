@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ._errors import PlanError
 from ._rules import Rule
 from ._spec import ExperimentSpec
 
@@ -18,10 +20,6 @@ __all__ = ["PlanSegment", "Plan", "PlanError", "initial_plan", "build_plan", "PL
 PLAN_SCHEMA_VERSION = 1
 CELLS = ("control", "explore", "optimized")
 _TOL = 1e-9
-
-
-class PlanError(ValueError):
-    """A plan is invalid (weights, arms or segments); the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -199,9 +197,7 @@ class Plan:
             "arms": list(self.arms),
             "cells": {c: float(self.weights[c]) for c in CELLS},
             "segments": [s.to_dict() for s in self.segments],
-            "arm_probabilities": {
-                sid: {a: float(table.loc[sid, a]) for a in self.arms} for sid in self.segment_ids
-            },
+            "arm_probabilities": {sid: {a: float(table.loc[sid, a]) for a in self.arms} for sid in self.segment_ids},
             "lineage": _jsonable(dict(self.lineage)),
         }
 
@@ -210,7 +206,7 @@ class Plan:
         return json.dumps(self.to_dict(), sort_keys=True, indent=2) + "\n"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
         version = d.get("schema_version")
         if version != PLAN_SCHEMA_VERSION:
             raise PlanError(f"plan.schema_version = {version!r}: this Tyche reads version {PLAN_SCHEMA_VERSION}")
@@ -232,7 +228,7 @@ class Plan:
         return plan
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
         """Parse and validate a plan written by :meth:`to_json`."""
         try:
             d = json.loads(text)
@@ -316,9 +312,7 @@ def build_plan(
     """
     seg_ids = [s.id for s in tree.segments]
     if set(seg_ids) != set(allocation):
-        raise PlanError(
-            f"allocation segments {sorted(allocation)} differ from the tree's segments {sorted(seg_ids)}"
-        )
+        raise PlanError(f"allocation segments {sorted(allocation)} differ from the tree's segments {sorted(seg_ids)}")
     segments = tuple(
         PlanSegment(id=s.id, rule=s.rule, allocation={a: float(allocation[s.id][a]) for a in spec.arms})
         if set(allocation[s.id]) == set(spec.arms)

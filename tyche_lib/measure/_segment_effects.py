@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._schema import RowsError
-from ._spec import ExperimentSpec
+from ..core._errors import RowsError
+from ..core._seeds import seed_from_rng
+from ..core._spec import ExperimentSpec
 
 __all__ = ["SegmentEffects", "segment_effects"]
 
@@ -78,7 +79,7 @@ def segment_effects(
     rows: pd.DataFrame,
     spec: ExperimentSpec,
     *,
-    seed: int,
+    rng: int | np.random.Generator | None,
     levels: tuple[float, ...] = (0.5, 0.9),
     draws: int = 4000,
 ) -> SegmentEffects:
@@ -90,8 +91,9 @@ def segment_effects(
         One round's visitor rows, routed by one plan: ``segment_id``, ``arm``, the primary metric,
         and (checked when present) ``round`` and ``assignment_prob``.
     spec : ExperimentSpec
-    seed : int
-        Seed of the posterior draws (derive it from experiment and round).
+    rng : int, Generator or None
+        Seed of the posterior draws (derive it from experiment and round); recorded as
+        ``SegmentEffects.seed``.
     levels : tuple of float
         Central interval probabilities; columns ``lower_{100 p}`` / ``upper_{100 p}``.
     draws : int
@@ -128,7 +130,7 @@ def segment_effects(
     ...     "metrics": {"primary": {"name": "converted", "family": "binary"}}})
     >>> rows = pd.DataFrame({"segment_id": ["all"] * 400, "arm": ["control", "green"] * 200,
     ...     "converted": [0, 0, 0, 1] * 100})
-    >>> effects = segment_effects(rows, spec, seed=7)
+    >>> effects = segment_effects(rows, spec, rng=7)
     >>> effects.table[["segment_id", "treatment", "n_control", "n_treatment"]].to_dict("records")
     [{'segment_id': 'all', 'treatment': 'green', 'n_control': 200, 'n_treatment': 200}]
     >>> bool(effects.table["lower_90"].iloc[0] < 0.5 < effects.table["upper_90"].iloc[0])
@@ -140,7 +142,8 @@ def segment_effects(
             raise RowsError(column, "<missing>", f"segment effects need the column; found {sorted(rows.columns)}")
     if "round" in rows.columns and rows["round"].nunique() > 1:
         raise RowsError(
-            "round", sorted(rows["round"].unique().tolist()),
+            "round",
+            sorted(rows["round"].unique().tolist()),
             "segment effects are scored on the one round a plan governed; pass that round's rows only",
         )
     arms = rows["arm"].astype(str)
@@ -164,6 +167,7 @@ def segment_effects(
     if np.isnan(outcome).any():
         raise RowsError(metric, None, "null outcome(s); segment effects need every row's primary metric")
     binary = spec.primary.family == "binary"
+    seed = seed_from_rng(rng)
     rng = np.random.default_rng(seed)
     segment_ids = rows["segment_id"].astype(str).to_numpy()
     arm_values = arms.to_numpy()
@@ -175,15 +179,22 @@ def segment_effects(
         for treatment in spec.treatments:
             effect = means[treatment] - means[spec.control]
             record = {
-                "segment_id": segment, "treatment": treatment,
-                "n_control": len(by_arm[spec.control]), "n_treatment": len(by_arm[treatment]),
+                "segment_id": segment,
+                "treatment": treatment,
+                "n_control": len(by_arm[spec.control]),
+                "n_treatment": len(by_arm[treatment]),
             }
             if np.isnan(effect).any():
                 record.update({"mean": np.nan, "sd": np.nan, "prob_positive": np.nan})
                 record.update({f"{side}_{level * 100:g}": np.nan for level in levels for side in ("lower", "upper")})
             else:
-                record.update({"mean": float(effect.mean()), "sd": float(effect.std(ddof=1)),
-                               "prob_positive": float((effect > 0).mean())})
+                record.update(
+                    {
+                        "mean": float(effect.mean()),
+                        "sd": float(effect.std(ddof=1)),
+                        "prob_positive": float((effect > 0).mean()),
+                    }
+                )
                 for level in levels:
                     lower, upper = np.quantile(effect, [(1 - level) / 2, (1 + level) / 2])
                     record[f"lower_{level * 100:g}"], record[f"upper_{level * 100:g}"] = float(lower), float(upper)

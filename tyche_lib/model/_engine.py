@@ -1,7 +1,7 @@
 """The fitting engine: bambi/PyMC models of the primary metric, one result type per family.
 
 What is modelled (formula, family, covariate coding, counts or rows) is decided in
-:mod:`tyche_lib._model`; this module fits it with NUTS and reads the draws back. Outcome means
+:mod:`tyche_lib.model._description`; this module fits it with NUTS and reads the draws back. Outcome means
 are computed from the stored formulae design and the stacked coefficient draws, on unique
 model-scale profiles, never through bambi's per-row ``predict``.
 """
@@ -21,10 +21,11 @@ import pandas as pd
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from ._model import ModelDescription, describe_model
-from ._posterior_base import Posterior
-from ._schema import RowsError, validate_rows
-from ._spec import ExperimentSpec
+from ..core._rows import RowsError, validate_rows
+from ..core._seeds import seed_from_rng
+from ..core._spec import ExperimentSpec
+from ._base import Posterior
+from ._description import ModelDescription, describe_model
 
 __all__ = [
     "BinaryPosterior",
@@ -92,7 +93,9 @@ class PosteriorSummary:
             "formulas": list(self.formulas),
             "family": self.family,
             "fit_seconds": None if np.isnan(self.fit_seconds) else self.fit_seconds,
-            "coefficients": [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in records],
+            "coefficients": [
+                {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in records
+            ],
         }
 
 
@@ -417,7 +420,7 @@ def fit_posterior(
     draws: int | None = None,
     tune: int | None = None,
     chains: int | None = None,
-    seed: int,
+    rng: int | np.random.Generator | None,
     aggregate: bool | None = None,
     cores: int = 1,
 ) -> BinaryPosterior | ContinuousPosterior | HurdlePosterior:
@@ -431,8 +434,9 @@ def fit_posterior(
     spec : ExperimentSpec
     draws, tune, chains : int, optional
         NUTS settings; default: the spec's.
-    seed : int
-        Sampler seed: the same seed on the same rows gives identical draws.
+    rng : int, Generator or None
+        Sampler seed (see :func:`~tyche_lib.core.seed_from_rng`): the same int on the same rows
+        gives identical draws.
     aggregate : bool, optional
         Binary metric only: fit on counts per (covariate profile × arm) (default where exact, see
         :func:`describe_model`); ``False`` forces one likelihood term per visitor.
@@ -459,6 +463,7 @@ def fit_posterior(
     - continuous: ``Y ~ Normal(arm * (x), sigma)``;
     - hurdle: ``P(Y>0) = logit^-1(arm * (x))``, ``log Y | Y>0 ~ Normal(arm * (x), sigma)``.
     """
+    seed = seed_from_rng(rng)
     observed = _validated(rows, spec)
     description = describe_model(observed, spec, aggregate=aggregate)
     data = description.model_data(observed)

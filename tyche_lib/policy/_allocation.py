@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from ._policy import require_observed, require_posterior, rule_masks
+from ..core._rules import rule_masks
+from ..model._base import require_observed, require_posterior
 
 __all__ = ["apply_floor", "thompson_allocation"]
 
@@ -119,7 +121,7 @@ def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.0
 
     Examples
     --------
-    >>> tree = fit_policy_tree(posterior, seed=7)  # doctest: +SKIP
+    >>> tree = fit_policy_tree(posterior, rng=7)  # doctest: +SKIP
     >>> thompson_allocation(posterior, tree.segments, epsilon=0.02)  # doctest: +SKIP
     {'s1': {'control': 0.62, 'green': 0.37, 'blue': 0.01}, 's2': {...}}
     """
@@ -146,9 +148,7 @@ def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.0
         groups = np.where(masks.any(axis=0), masks.argmax(axis=0), -1)
         means, _ = posterior.mean_contrast_draws(groups, len(segments))
     else:
-        means = np.concatenate(
-            [posterior.mean_contrast_draws(np.where(m, 0, -1), 1)[0] for m in masks], axis=1
-        )
+        means = np.concatenate([posterior.mean_contrast_draws(np.where(m, 0, -1), 1)[0] for m in masks], axis=1)
 
     # means: draws × segments × treatments. Votes: arm index per draw and segment, 0 = control.
     best = means.argmax(axis=2)
@@ -156,6 +156,4 @@ def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.0
     votes = np.where(best_contrast > 0, best + 1, 0)
     arms = posterior.arms
     wins = (votes[..., None] == np.arange(len(arms))).mean(axis=0)  # segments × arms
-    return {
-        seg_id: apply_floor(dict(zip(arms, (float(w) for w in row))), epsilon) for seg_id, row in zip(ids, wins)
-    }
+    return {seg_id: apply_floor(dict(zip(arms, (float(w) for w in row))), epsilon) for seg_id, row in zip(ids, wins)}

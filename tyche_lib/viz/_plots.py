@@ -10,8 +10,9 @@ import base64
 import io
 import sys
 import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ._plans import CELLS, Plan
+from ..core._plans import CELLS, Plan
 
 __all__ = [
     "arm_colors",
@@ -35,7 +36,15 @@ __all__ = [
 CONTROL_COLOR = "#7f7f7f"
 # tab10 without its grey, which marks the control arm.
 TREATMENT_COLORS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
 )
 CELL_COLORS = {"control": "#bdbdbd", "explore": "#9ecae1", "optimized": "#fdae6b"}
 EFFECT_COLUMNS = ("round", "arm", "estimate", "lower", "upper")
@@ -277,8 +286,13 @@ def plot_policy_tree(plan_or_tree: Any) -> Figure:
             ax.plot([node.x, child.x], [-node.depth, -child.depth], color="#555555", lw=1, zorder=1)
             if child.condition is not None:
                 ax.text(
-                    (node.x + child.x) / 2, -(node.depth + child.depth) / 2, str(child.condition),
-                    ha="center", va="center", fontsize=7.5, zorder=3,
+                    (node.x + child.x) / 2,
+                    -(node.depth + child.depth) / 2,
+                    str(child.condition),
+                    ha="center",
+                    va="center",
+                    fontsize=7.5,
+                    zorder=3,
                     bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none"),
                 )
         if node.segment is not None:
@@ -294,7 +308,13 @@ def plot_policy_tree(plan_or_tree: Any) -> Figure:
             text = "\n".join(lines)
             face, edge = "white", "#555555"
         ax.text(
-            node.x, -node.depth, text, ha="center", va="center", fontsize=8, zorder=4,
+            node.x,
+            -node.depth,
+            text,
+            ha="center",
+            va="center",
+            fontsize=8,
+            zorder=4,
             bbox=dict(boxstyle="round,pad=0.4", fc=face, ec=edge),
         )
     title = "policy tree"
@@ -338,9 +358,7 @@ def _draw_effects(ax, frame: pd.DataFrame, arms: Sequence[str], colors, ylim, ro
         lower, upper = part["lower"].to_numpy(), part["upper"].to_numpy()
         unbounded |= bool(np.isinf(lower).any() or np.isinf(upper).any())
         # An infinite bound is drawn to the edge of the panel: the band is open on that side.
-        ax.fill_between(
-            part["round"], np.clip(lower, *ylim), np.clip(upper, *ylim), color=colors[arm], alpha=0.2, lw=0
-        )
+        ax.fill_between(part["round"], np.clip(lower, *ylim), np.clip(upper, *ylim), color=colors[arm], alpha=0.2, lw=0)
         ax.plot(part["round"], part["estimate"], marker="o", ms=3, color=colors[arm], label=arm)
     ax.axhline(0.0, color="black", lw=0.8, ls="--")
     ax.set_ylim(*ylim)
@@ -472,9 +490,7 @@ def experiment_evolution_gif(
         fig.canvas.draw()
         images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB"))
     path = Path(path)
-    images[0].save(
-        path, save_all=True, append_images=images[1:], duration=int(round(1000 * frame_seconds)), loop=0
-    )
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 * frame_seconds)), loop=0)
     return path
 
 
