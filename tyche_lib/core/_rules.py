@@ -68,7 +68,7 @@ class Condition:
         if self.operator == "is":
             return f"{self.feature} is {bool(self.threshold)}"
         if self.operator in ("in", "not in"):
-            return f"{self.feature} {self.operator} {{{', '.join(self.levels)}}}"
+            return f"{self.feature} {self.operator} {{{', '.join(self.levels or ())}}}"
         return f"{self.feature} {self.operator} {self.threshold:.6g}"
 
     def to_dict(self) -> dict:

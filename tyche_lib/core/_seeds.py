@@ -43,7 +43,7 @@ def seed_from_rng(rng: int | np.random.Generator | None) -> int:
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(0, 2**63 - 1))
     if rng is None:
-        return int(np.random.SeedSequence().entropy) % 2**63
+        return int(np.random.default_rng().integers(0, 2**63 - 1))
     if isinstance(rng, bool) or not isinstance(rng, (int, np.integer)) or rng < 0:
         raise ValueError(f"rng = {rng!r}: pass a non-negative int, a numpy Generator or None")
     return int(rng)

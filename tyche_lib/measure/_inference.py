@@ -977,7 +977,7 @@ def analyze_metrics(
         cs.insert(0, "role", role)
         cs.insert(0, "metric", metric.name)
         cs["verdict"] = None
-        if role == "guardrail":
+        if isinstance(metric, Guardrail):
             for i, r in cs.iterrows():
                 verdict, reason = _guardrail_verdict(r["lower"], r["upper"], metric)
                 cs.at[i, "verdict"] = verdict

@@ -63,24 +63,23 @@ class CovariateCoding:
 
     def encode(self, values: pd.Series) -> pd.Series:
         """Model-scale values: an ordered Categorical (reference first) or a standardised float."""
+        levels = list(self.levels or ())  # None only for an unbucketed numeric, handled before use
         if self.edges is not None:
             codes = np.searchsorted(np.asarray(self.edges, dtype=float), values.to_numpy(dtype=float), side="left")
-            return pd.Series(
-                pd.Categorical.from_codes(codes, categories=list(self.levels), ordered=True), index=values.index
-            )
+            return pd.Series(pd.Categorical.from_codes(codes, categories=levels, ordered=True), index=values.index)
         if self.type == "numeric":
             return (values.astype(float) - self.center) / self.scale
         if self.type == "boolean":
             text = np.where(values.astype(bool), "true", "false")
         else:
             text = values.astype(str)
-        encoded = pd.Series(pd.Categorical(text, categories=list(self.levels), ordered=True), index=values.index)
+        encoded = pd.Series(pd.Categorical(text, categories=levels, ordered=True), index=values.index)
         unknown = encoded.isna()
         if unknown.any():
             raise RowsError(
                 self.name,
                 values[unknown].iloc[0],
-                f"level not seen when the posterior was fitted; the model's levels are {list(self.levels)}",
+                f"level not seen when the posterior was fitted; the model's levels are {levels}",
             )
         return encoded
 
@@ -296,7 +295,7 @@ def describe_model(rows: pd.DataFrame, spec: ExperimentSpec, *, aggregate: bool 
     return ModelDescription(
         metric=spec.primary.name,
         metric_family=family,
-        bambi_family=count_family if aggregate else row_family,
+        bambi_family=str(count_family if aggregate else row_family),
         formulas=formulas,
         arms=tuple(spec.arms),
         covariates=covariates,

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -123,6 +123,13 @@ class _BambiPosterior(Posterior):
     # bambi component of the linear predictor each family reads (the parent parameter).
     mean_component: ClassVar[str] = "mu"
 
+    @property
+    def described(self) -> ModelDescription:
+        """The model description; every constructor in this module sets it (a default only for field order)."""
+        if self.description is None:
+            raise ValueError(f"{type(self).__name__} has no model description: build it with fit_posterior")
+        return self.description
+
     def coefficient_draws(self, component: str | None = None) -> np.ndarray:
         """Stacked coefficient draws of one component, in design-column order: (draws × columns).
 
@@ -157,8 +164,8 @@ class _BambiPosterior(Posterior):
         bucket) are computed once.
         """
         component = component or self.mean_component
-        frame = self.description.design_frame(profiles, arm)
-        names = list(self.description.covariate_names)
+        frame = self.described.design_frame(profiles, arm)
+        names = list(self.described.covariate_names)
         if names and len(frame):
             codes = frame.groupby(names, observed=True, sort=False).ngroup().to_numpy()
             first = pd.Series(np.arange(len(frame))).groupby(codes).first().to_numpy()
@@ -186,8 +193,8 @@ class _BambiPosterior(Posterior):
             draws=int(post.sizes["draw"]),
             chains=chains,
             method=self.method,
-            formulas=self.description.formulas,
-            family=self.description.bambi_family,
+            formulas=self.described.formulas,
+            family=self.described.bambi_family,
             fit_seconds=self.fit_seconds,
         )
 
@@ -198,7 +205,7 @@ class _BambiPosterior(Posterior):
         fit, their order too) with the one stored with the draws. ``rows`` must be validated
         (e.g. read back from where validated rows were stored): they are not checked here.
         """
-        return _model_data_sha256(self.description.model_data(rows)) == self.model_info["data_sha256"]
+        return _model_data_sha256(self.described.model_data(rows)) == self.model_info["data_sha256"]
 
     def to_netcdf(self, path: str | Path) -> Path:
         """Save the draws (with the model description) to NetCDF; rebuild with :meth:`from_netcdf`."""
@@ -206,7 +213,9 @@ class _BambiPosterior(Posterior):
         return Path(path)
 
     @classmethod
-    def from_netcdf(cls, path: str | Path, rows: pd.DataFrame, spec: ExperimentSpec) -> _BambiPosterior:
+    def from_netcdf(
+        cls, path: str | Path, rows: pd.DataFrame, spec: ExperimentSpec
+    ) -> BinaryPosterior | ContinuousPosterior | HurdlePosterior:
         """Rebuild a fitted posterior from its saved draws and the rows it was fitted on.
 
         Parameters
@@ -240,7 +249,10 @@ class _BambiPosterior(Posterior):
                 f"{path}: rows differ from the {info['n_rows']} rows the posterior was fitted on "
                 f"(got {len(observed)}); pass exactly those rows"
             )
-        return _rebuilt(idata, info, description, spec, observed, data)
+        return cast(
+            BinaryPosterior | ContinuousPosterior | HurdlePosterior,
+            _rebuilt(idata, info, description, spec, observed, data),
+        )
 
     @classmethod
     def from_model_data(
@@ -423,7 +435,7 @@ def fit_posterior(
     rng: int | np.random.Generator | None,
     aggregate: bool | None = None,
     cores: int = 1,
-) -> BinaryPosterior | ContinuousPosterior | HurdlePosterior:
+) -> _BambiPosterior:
     """Fit the posterior of the spec's primary metric with arm × covariate interactions (NUTS).
 
     Parameters
@@ -508,7 +520,7 @@ def fit_posterior(
             idata[group].attrs.pop(attr, None)
     idata.sample_stats = idata.sample_stats.drop_vars([v for v in _CLOCK_STATS if v in idata.sample_stats])
     idata.posterior.attrs[MODEL_INFO_ATTR] = json.dumps(model_info)
-    return _RESULT_TYPES[spec.primary.family](
+    result = _RESULT_TYPES[spec.primary.family](
         spec=spec,
         observed=observed,
         idata=idata,
@@ -519,3 +531,4 @@ def fit_posterior(
         model=model,
         model_data=data,
     )
+    return cast(BinaryPosterior | ContinuousPosterior | HurdlePosterior, result)

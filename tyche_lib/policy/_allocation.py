@@ -121,9 +121,21 @@ def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.0
 
     Examples
     --------
-    >>> tree = fit_policy_tree(posterior, rng=7)  # doctest: +SKIP
-    >>> thompson_allocation(posterior, tree.segments, epsilon=0.02)  # doctest: +SKIP
-    {'s1': {'control': 0.62, 'green': 0.37, 'blue': 0.01}, 's2': {...}}
+    On a simulated round of ``segment_flip`` (flip wins only on mobile), the mobile segment's
+    draws vote almost all for flip, and no arm falls below the floor ``epsilon / K``:
+
+    >>> from tyche_lib import fit_policy_tree, fit_posterior, initial_plan
+    >>> from tyche_lib.simulate import segment_flip, simulate_round
+    >>> scenario = segment_flip()
+    >>> rows = simulate_round(scenario, initial_plan(scenario.spec()), n=20_000, round=1, rng=1)
+    >>> posterior = fit_posterior(rows, scenario.spec(), draws=300, tune=500, chains=2, rng=1)
+    >>> tree = fit_policy_tree(posterior, rng=7)
+    >>> allocation = thompson_allocation(posterior, tree.segments, epsilon=0.02)
+    >>> mobile = tree.segments[1].id
+    >>> str(tree.segments[1].rule), allocation[mobile]["flip"] > 0.9
+    ('device in {mobile}', True)
+    >>> min(w for shares in allocation.values() for w in shares.values()) >= 0.02 / 4
+    True
     """
     require_posterior(posterior)
     epsilon = _check_epsilon(epsilon)

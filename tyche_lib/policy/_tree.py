@@ -176,7 +176,7 @@ class _Feature:
     def split(self, threshold: float) -> tuple[Condition, Condition]:
         """The conditions for the left (``column <= threshold``) and right children."""
         if self.kind == "categorical":
-            levels = (self.level,)
+            levels = (str(self.level),)
             return Condition(self.covariate, "not in", levels=levels), Condition(self.covariate, "in", levels=levels)
         if self.kind == "boolean":
             return Condition(self.covariate, "is", threshold=0.0), Condition(self.covariate, "is", threshold=1.0)
@@ -214,8 +214,8 @@ def _simplify(conditions: Sequence[Condition]) -> Rule:
     for name, conds in by_feature.items():
         ops = {c.operator for c in conds}
         if ops & {"in", "not in"}:
-            inside = [set(c.levels) for c in conds if c.operator == "in"]
-            outside = set().union(*(c.levels for c in conds if c.operator == "not in"))
+            inside = [set(c.levels or ()) for c in conds if c.operator == "in"]
+            outside: set[str] = set().union(*(c.levels or () for c in conds if c.operator == "not in"))
             if inside:
                 merged.append(Condition(name, "in", levels=tuple(set.intersection(*inside) - outside)))
             else:
@@ -224,8 +224,8 @@ def _simplify(conditions: Sequence[Condition]) -> Rule:
         if "is" in ops:
             merged.append(conds[-1])  # a boolean is split at most once on a path
             continue
-        upper = [c.threshold for c in conds if c.operator == "<="]
-        lower = [c.threshold for c in conds if c.operator == ">"]
+        upper = [c.threshold for c in conds if c.operator == "<=" and c.threshold is not None]
+        lower = [c.threshold for c in conds if c.operator == ">" and c.threshold is not None]
         if lower:
             merged.append(Condition(name, ">", threshold=max(lower)))
         if upper:
@@ -304,11 +304,19 @@ def fit_policy_tree(
 
     Examples
     --------
-    >>> tree = fit_policy_tree(posterior, max_depth=2, min_segment_share=0.05, rng=7)  # doctest: +SKIP
-    >>> print(tree)  # doctest: +SKIP
-    policy tree: 2 segment(s) over 12000 visitors (max_depth=2, min_segment_share=0.05)
-      s1: device not in {mobile} -> control (share 60.0%, n=7200; green -0.01)
-      s2: device in {mobile} -> green (share 40.0%, n=4800; green +0.03)
+    One simulated round of ``segment_flip`` (flip wins only on mobile), a small posterior, and
+    the tree that finds the mobile segment:
+
+    >>> from tyche_lib import fit_posterior, initial_plan
+    >>> from tyche_lib.simulate import segment_flip, simulate_round
+    >>> scenario = segment_flip()
+    >>> rows = simulate_round(scenario, initial_plan(scenario.spec()), n=20_000, round=1, rng=1)
+    >>> posterior = fit_posterior(rows, scenario.spec(), draws=300, tune=500, chains=2, rng=1)
+    >>> tree = fit_policy_tree(posterior, max_depth=2, min_segment_share=0.05, rng=7)
+    >>> [str(s.rule) for s in tree.segments]
+    ['device not in {mobile}', 'device in {mobile}']
+    >>> tree.segments[1].leading_arm
+    'flip'
     """
     seed = seed_from_rng(rng)
     require_posterior(posterior)

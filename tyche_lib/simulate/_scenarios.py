@@ -173,7 +173,9 @@ class MetricTruth:
             if getattr(self, attr) is None:
                 raise ValueError(f"MetricTruth {self.name!r}: a {self.family} metric needs the '{attr}' function")
 
-    def _eval(self, fn: RowFunction, x: pd.DataFrame, arm: str) -> np.ndarray:
+    def _eval(self, fn: RowFunction | None, x: pd.DataFrame, arm: str) -> np.ndarray:
+        # __post_init__ guarantees the family's functions are set.
+        assert fn is not None, f"MetricTruth {self.name!r} lacks a function for family {self.family!r}"
         return np.broadcast_to(np.asarray(fn(x, arm), dtype=float), (len(x),))
 
     def expected(self, x: pd.DataFrame, arm: str) -> np.ndarray:
@@ -470,8 +472,8 @@ def simulate_round(
         raise ValueError(f"round = {round!r}: must be an integer >= 1")
     rng = np.random.default_rng(rng)
     duration = pd.Timedelta(duration)
-    start = DEFAULT_START + (round - 1) * duration if start is None else pd.Timestamp(start)
-    start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+    begin = DEFAULT_START + (round - 1) * duration if start is None else pd.Timestamp(start)
+    begin = begin.tz_localize("UTC") if begin.tzinfo is None else begin.tz_convert("UTC")
 
     x = scenario.draw_covariates(n, rng)
     seg_ids = plan.segment_of(x)
@@ -492,7 +494,7 @@ def simulate_round(
             "experiment_id": plan.experiment_id,
             "round": np.full(n, round, dtype=np.int64),
             "visitor_id": [f"r{round:03d}-{i:07d}" for i in range(n)],
-            "assigned_at": start + pd.to_timedelta(offsets, unit="ns"),
+            "assigned_at": begin + pd.to_timedelta(offsets, unit="ns"),
             "cell": np.asarray(CELLS, dtype=object)[cell_code],
             "segment_id": seg_ids,
             "arm": np.asarray(plan.arms, dtype=object)[arm_code],

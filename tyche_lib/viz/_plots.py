@@ -299,7 +299,7 @@ def plot_policy_tree(plan_or_tree: Any) -> Figure:
             text, leading = _leaf_text(node.segment)
             edge = colors.get(leading, CONTROL_COLOR)
             # An opaque tint (not alpha) so the edges behind the box stay hidden.
-            face = 0.25 * np.array(to_rgb(edge)) + 0.75
+            face: Any = 0.25 * np.array(to_rgb(edge)) + 0.75
         else:
             features = sorted({c.condition.feature for c in node.children if c.condition is not None})
             lines = ["all visitors"] if node is root else []
@@ -399,7 +399,7 @@ def plot_effects_over_rounds(
     colors = arm_colors(arms if arms is not None else ["control", *treatments])
     unknown = [a for a in treatments if a not in colors]
     if unknown:
-        raise ValueError(f"history arm {unknown[0]!r} is not one of arms {list(arms)}")
+        raise ValueError(f"history arm {unknown[0]!r} is not one of arms {list(arms or [])}")
     ylim = _effect_limits(frame)
     rounds = sorted(frame["round"].unique())
     fig = _new_figure((3.2 * len(treatments) + 0.6, 3.2), layout="constrained")
@@ -487,8 +487,10 @@ def experiment_evolution_gif(
             eff_ax.set_title("effects vs control", fontsize=9, loc="left")
         _arm_legend(fig, arms, colors, loc="lower center", bbox_to_anchor=(0.5, 0.0))
         fig.suptitle(f"{plan.experiment_id} · round {plan.round}", fontsize=11, y=1 - 0.1 * inch)
-        fig.canvas.draw()
-        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB"))
+        canvas = fig.canvas
+        assert isinstance(canvas, FigureCanvasAgg)  # _new_figure attaches an Agg canvas
+        canvas.draw()
+        images.append(Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB"))
     path = Path(path)
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 * frame_seconds)), loop=0)
     return path
