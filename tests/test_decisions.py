@@ -12,6 +12,7 @@ from scipy import stats
 from tyche_lib import (
     BinaryPosterior,
     Decision,
+    DecisionSettings,
     DecisionQuantities,
     analyze_metrics,
     decision_quantities,
@@ -201,6 +202,16 @@ def test_graduation_ships_only_after_sustained_rounds():
     assert ship.decision == Decision.SHIP and ship.arm == "a"
     assert "met 3 of 3" in ship.reasons[0]
     assert graduation(history, **{**rule, "loss_threshold": 0.0}).decision == Decision.CONTINUE
+
+
+def test_graduation_takes_the_spec_decision_block_whole_and_explicit_thresholds_override_it():
+    winning = {"a": (0.03, 0.03), "b": (0.0, 0.0)}
+    history = _history({"a": (0.0, 0.0), "b": (0.0, 0.0)}, 1) + _history(winning, 3)
+    three = DecisionSettings(loss_threshold=0.001, prob_best=0.95, sustained_rounds=3)
+    four = DecisionSettings(loss_threshold=0.001, prob_best=0.95, sustained_rounds=4)
+    assert graduation(history, settings=three).decision == Decision.SHIP
+    assert graduation(history, settings=four).decision == Decision.CONTINUE  # only 3 good rounds
+    assert graduation(history, settings=four, sustained_rounds=3).decision == Decision.SHIP
 
 
 def test_graduation_stops_a_treatment_worse_everywhere_but_not_one_worse_somewhere():

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core._spec import DecisionSettings
 from ..measure._inference import MetricsResult
 from ..model._base import Posterior
 
@@ -429,10 +430,11 @@ def expected_value_of_one_more_round(
 def graduation(
     history: Sequence[DecisionQuantities],
     *,
-    loss_threshold: float,
-    prob_best: float = 0.95,
-    sustained_rounds: int = 3,
-    stop_prob: float = 0.95,
+    settings: DecisionSettings | None = None,
+    loss_threshold: float | None = None,
+    prob_best: float | None = None,
+    sustained_rounds: int | None = None,
+    stop_prob: float | None = None,
 ) -> Recommendation:
     """The Bayesian graduation rule over rounds: SHIP, STOP or CONTINUE.
 
@@ -440,6 +442,9 @@ def graduation(
     ----------
     history : sequence of DecisionQuantities
         One per round, oldest first; the last is the current round.
+    settings : DecisionSettings, optional
+        The spec's ``decision`` block, passed whole (default: :class:`DecisionSettings` defaults).
+        The four thresholds below, when given, override its fields.
     loss_threshold : float
         Largest expected loss (outcome scale, per visitor) one accepts when shipping.
     prob_best : float
@@ -463,6 +468,11 @@ def graduation(
     ValueError
         An empty history, rounds with different arms, or a threshold out of range.
     """
+    rules = settings if settings is not None else DecisionSettings()
+    loss_threshold = rules.loss_threshold if loss_threshold is None else loss_threshold
+    prob_best = rules.prob_best if prob_best is None else prob_best
+    sustained_rounds = rules.sustained_rounds if sustained_rounds is None else sustained_rounds
+    stop_prob = rules.stop_prob if stop_prob is None else stop_prob
     if not history:
         raise ValueError("history is empty: give the decision quantities of at least the current round")
     if not loss_threshold >= 0:
@@ -528,10 +538,11 @@ def recommend(
     metrics: MetricsResult,
     history: Sequence[DecisionQuantities],
     *,
-    loss_threshold: float,
-    prob_best: float = 0.95,
-    sustained_rounds: int = 3,
-    stop_prob: float = 0.95,
+    settings: DecisionSettings | None = None,
+    loss_threshold: float | None = None,
+    prob_best: float | None = None,
+    sustained_rounds: int | None = None,
+    stop_prob: float | None = None,
 ) -> Recommendation:
     """The round's recommendation, applying the decision rules in order.
 
@@ -543,8 +554,8 @@ def recommend(
         :func:`analyze_metrics` of all rows so far.
     history : sequence of DecisionQuantities
         Oldest first, the current round last (see :func:`graduation`).
-    loss_threshold, prob_best, sustained_rounds, stop_prob
-        Of :func:`graduation`.
+    settings, loss_threshold, prob_best, sustained_rounds, stop_prob
+        Of :func:`graduation`: pass the spec's ``decision`` block whole as ``settings``.
 
     Returns
     -------
@@ -584,6 +595,7 @@ def recommend(
         )
     grad = graduation(
         history,
+        settings=settings,
         loss_threshold=loss_threshold,
         prob_best=prob_best,
         sustained_rounds=sustained_rounds,

@@ -871,9 +871,9 @@ def analyze_metrics(
     rows: pd.DataFrame,
     spec: ExperimentSpec,
     *,
-    t_star: float,
-    alpha: float = 0.05,
-    fdr: float = 0.05,
+    t_star: float | None = None,
+    alpha: float | None = None,
+    fdr: float | None = None,
     fdr_method: Literal["bh", "by"] = "bh",
     correction: Literal["bonferroni", "none"] = "bonferroni",
     adjust: bool = True,
@@ -888,12 +888,15 @@ def analyze_metrics(
         column (and the spec's ``pre_period`` column when it declares one). Sorted into arrival
         order by ``round`` then ``assigned_at`` when those columns exist (stable sort).
     spec : ExperimentSpec
-    t_star : float
-        Expected total number of visitors, fixed in advance (see :func:`mad_confidence_path`).
-    alpha : float
-        Level of the confidence sequences (Bonferroni across treatments under ``correction``).
-    fdr : float
-        False discovery rate of the discoveries among primary and secondary metrics × treatments.
+    t_star : float, optional
+        Expected total number of visitors, fixed in advance (see :func:`mad_confidence_path`);
+        default: the spec's ``decision.planned_visitors``.
+    alpha : float, optional
+        Level of the confidence sequences (Bonferroni across treatments under ``correction``);
+        default: the spec's ``decision.alpha``.
+    fdr : float, optional
+        False discovery rate of the discoveries among primary and secondary metrics × treatments;
+        default: the spec's ``decision.fdr``.
     fdr_method : {"bh", "by"}
         Benjamini–Hochberg, or Benjamini–Yekutieli (valid under any dependence between metrics).
     correction : {"bonferroni", "none"}
@@ -934,6 +937,9 @@ def analyze_metrics(
        JRSS B 57(1).
     .. [2] Liang, B. and Bojinov, I. (2024). arXiv:2311.05794.
     """
+    t_star = spec.decision.planned_visitors if t_star is None else t_star
+    alpha = spec.decision.alpha if alpha is None else alpha
+    fdr = spec.decision.fdr if fdr is None else fdr
     _check_alpha(alpha)
     _check_alpha(fdr, "fdr")
     if fdr_method not in ("bh", "by"):
