@@ -28,7 +28,6 @@ from tyche_lib import Plan, derive_seed, simulate
 from .definitions import build_definitions
 from .experiments.sensors import register_experiments
 from .ingest.sensors import landing_sensor
-from .storage import connect, plan_in_force_json, purge_experiment
 
 DEMO_EXPERIMENT = "segment_flip_demo"
 # The per-step event log goes to the Dagster instance (see `make dev`); the console gets the summary.
@@ -46,8 +45,7 @@ def _reset(root: Path, storage) -> None:
         ("storage", "trees"),
     ):
         shutil.rmtree(root.joinpath(*sub, DEMO_EXPERIMENT), ignore_errors=True)
-    with connect(storage) as conn:
-        purge_experiment(conn, DEMO_EXPERIMENT)
+    storage.purge_experiment(DEMO_EXPERIMENT)
 
 
 def _summary(
@@ -122,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"invalid spec {file}: {message}", file=sys.stderr)
         cursor = None
         for round_ in range(1, args.rounds + 1):
-            with connect(storage) as conn:
-                plan = Plan.from_json(plan_in_force_json(conn, DEMO_EXPERIMENT, round_))
+            plan = storage.plan_in_force(DEMO_EXPERIMENT, round_)
             rows = simulate.simulate_round(
                 scenario, plan, args.visitors, round_, rng=derive_seed(DEMO_EXPERIMENT, round_, "demo-traffic")
             )
@@ -135,8 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources) as ctx:
                 result = landing_sensor(ctx)
             cursor = result.cursor
-            for request in result.dynamic_partitions_requests:
-                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
             t0 = time.perf_counter()
             for run in result.run_requests:
                 job.execute_in_process(
@@ -147,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                     run_config=QUIET_RUN,
                 )
             seconds = time.perf_counter() - t0
-            with connect(storage) as conn:
+            with storage.connect() as conn:
                 checks = conn.execute(
                     "SELECT check_name, passed, message FROM round_checks WHERE experiment_id = ? AND round = ? ORDER BY check_name",
                     [DEMO_EXPERIMENT, round_],

@@ -1,4 +1,4 @@
-"""Shared resources: the project folder with its DuckDB file, and the experiment catalog."""
+"""The resources the code location binds: the storage layer and the experiment catalog."""
 
 from __future__ import annotations
 
@@ -10,55 +10,13 @@ from dagster_duckdb import DuckDBResource
 
 from tyche_lib import ExperimentSpec, SpecError, load_spec
 
+from .storage import TycheStorage
+
 DUCKDB_POOL = "tyche_duckdb"  # DuckDB allows one writer process: every op touching it runs in this pool
 
 
 def default_root() -> str:
     return os.environ.get("TYCHE_ROOT", os.getcwd())
-
-
-class TycheStorage(dg.ConfigurableResource):
-    """The project folder: landing files, the DuckDB database, posteriors, plans and reports.
-
-    Layout under ``root``: ``experiments/`` (specs), ``landing/`` (default landing source),
-    ``storage/tyche.duckdb``, ``storage/raw/<exp>/rNNN.parquet`` (rows as received),
-    ``storage/posteriors/<exp>/rNNN.nc`` (draws) with ``rNNN.model.parquet`` (the frame the model
-    was fitted on) and ``rNNN.profiles.parquet`` (covariate profiles of the rows, with visitor
-    counts), ``plans/<exp>/rNNN.json``, ``reports/<exp>/rNNN.json``.
-    """
-
-    root: str
-    duckdb: DuckDBResource
-
-    @property
-    def root_path(self) -> Path:
-        return Path(self.root)
-
-    def path(self, *parts: str) -> Path:
-        p = self.root_path.joinpath(*parts)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    def raw_rows_path(self, experiment_id: str, round_key: str) -> Path:
-        return self.path("storage", "raw", experiment_id, f"{round_key}.parquet")
-
-    def posterior_path(self, experiment_id: str, round_key: str) -> Path:
-        return self.path("storage", "posteriors", experiment_id, f"{round_key}.nc")
-
-    def posterior_model_data_path(self, experiment_id: str, round_key: str) -> Path:
-        return self.path("storage", "posteriors", experiment_id, f"{round_key}.model.parquet")
-
-    def posterior_profiles_path(self, experiment_id: str, round_key: str) -> Path:
-        return self.path("storage", "posteriors", experiment_id, f"{round_key}.profiles.parquet")
-
-    def tree_path(self, experiment_id: str, round_key: str) -> Path:
-        return self.path("storage", "trees", experiment_id, f"{round_key}.json")
-
-    def plan_path(self, experiment_id: str, round_key: str) -> Path:
-        return self.path("plans", experiment_id, f"{round_key}.json")
-
-    def report_path(self, experiment_id: str, round_key: str) -> Path:
-        return self.path("reports", experiment_id, f"{round_key}.json")
 
 
 class ExperimentCatalog(dg.ConfigurableResource):
@@ -71,12 +29,17 @@ class ExperimentCatalog(dg.ConfigurableResource):
         return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
 
     def load_all(self) -> tuple[dict[str, ExperimentSpec], dict[str, SpecError]]:
-        """Valid specs by id, and errors by file: one bad spec never hides the others."""
+        """Valid specs by id, and errors by file: one bad spec never hides the others.
+
+        Valid means this code location can run it: a schedule Dagster would refuse is an error of
+        the spec's ``schedule`` field here, not a code location that fails to load.
+        """
         specs: dict[str, ExperimentSpec] = {}
         errors: dict[str, SpecError] = {}
         for f in self.spec_files():
             try:
                 spec = load_spec(f)
+                _check_schedule(spec, str(f))
             except SpecError as e:
                 errors[str(f)] = e
                 continue
@@ -97,6 +60,21 @@ class ExperimentCatalog(dg.ConfigurableResource):
             description=f"no valid spec with id '{experiment_id}' in {self.directory}",
             metadata={"spec_errors": dg.MetadataValue.md("\n".join(f"- {e}" for e in errors.values()) or "none")},
         )
+
+
+def _check_schedule(spec: ExperimentSpec, file: str) -> None:
+    """Dagster's own verdict on the cron string: a schedule definition built from it, then dropped."""
+    if spec.schedule is None:
+        return
+    try:
+        dg.ScheduleDefinition(name="cron_check", cron_schedule=spec.schedule, job_name="cron_check")
+    except dg.DagsterInvalidDefinitionError:
+        raise SpecError(
+            "schedule",
+            spec.schedule,
+            "not a cron schedule Dagster can run, e.g. '0 6 * * *' (minute hour day month weekday)",
+            file,
+        ) from None
 
 
 def default_resources(root: str | None = None) -> dict:

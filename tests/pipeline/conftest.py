@@ -13,7 +13,6 @@ import yaml
 from tyche_assets.definitions import build_definitions
 from tyche_assets.experiments.sensors import register_experiments
 from tyche_assets.partitions import partition_key, register_partitions
-from tyche_assets.storage import connect, plan_in_force_json
 from tyche_lib import Plan, derive_seed, simulate
 
 # Small posteriors keep each fit to seconds; the statistics are tested in tests/test_posterior.py.
@@ -58,8 +57,7 @@ class Project:
         register_experiments(self.instance, self.defs.resources["experiments"], self.storage)
 
     def plan_in_force(self, experiment_id: str, round_: int) -> Plan:
-        with connect(self.storage) as conn:
-            return Plan.from_json(plan_in_force_json(conn, experiment_id, round_))
+        return self.storage.plan_in_force(experiment_id, round_)
 
     def simulate(self, experiment_id: str, round_: int, n: int, scenario=None) -> pd.DataFrame:
         plan = self.plan_in_force(experiment_id, round_)
@@ -85,7 +83,7 @@ class Project:
         )
 
     def query(self, sql: str, params=()) -> pd.DataFrame:
-        with connect(self.storage) as conn:
+        with self.storage.connect() as conn:
             return conn.execute(sql, list(params)).df()
 
 

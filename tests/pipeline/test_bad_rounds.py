@@ -95,15 +95,15 @@ def test_bad_round_fails_its_check_and_publishes_nothing(project, corrupt, faili
         assert checks["round_visitors_quality"].passed
         assert [n for n, e in checks.items() if not e.passed] == [failing_check]
     # No plan for round 2; the plan in force (round 1's) stays in force.
-    assert not (project.root / "plans" / "flip" / "r002.json").exists()
+    assert not (project.root / "plans" / "flip" / "r000002.json").exists()
     assert project.plan_in_force("flip", 2).round == 1
     pd.testing.assert_frame_equal(
         project.query("SELECT * FROM plans ORDER BY experiment_id, governs_round"), plans_before
     )
     pd.testing.assert_frame_equal(project.query("SELECT * FROM visitors_other ORDER BY visitor_id"), other_before)
     if failing_check == "round_visitors_sample_ratio":
-        report = json.loads((project.root / "reports" / "flip" / "r001.json").read_text())
+        report = json.loads((project.root / "reports" / "flip" / "r000001.json").read_text())
         assert report["recommendation"]["decision"] == "HALT" and report["effects"] == []
     # The raw rows stay stored for the investigation.
-    raw = pd.read_parquet(project.root / "storage" / "raw" / "flip" / "r001.parquet")
+    raw = pd.read_parquet(project.root / "storage" / "raw" / "flip" / "r000001.parquet")
     assert len(raw) == len(rows)

@@ -5,7 +5,8 @@ import json
 
 import dagster as dg
 
-from tyche_assets.experiments.registry import experiment_registry, experiment_registry_conflicts
+from tyche_assets.experiments.assets import experiment_registry
+from tyche_assets.experiments.checks import experiment_registry_conflicts
 from tyche_assets.jobs import round_job
 
 

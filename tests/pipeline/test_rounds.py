@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from tyche_assets.partitions import round_key
 from tyche_lib import Plan, simulate
 
 pytestmark = pytest.mark.slow
@@ -13,8 +14,41 @@ VISITORS = 8_000
 
 
 def published_plan(project, experiment_id, governs_round):
-    path = project.root / "plans" / experiment_id / f"r{governs_round:03d}.json"
+    path = project.root / "plans" / experiment_id / f"{round_key(governs_round)}.json"
     return path.read_text() if path.exists() else None
+
+
+def _condition_holds(condition: dict, value) -> bool:
+    op = condition["operator"]
+    if op == "in":
+        return str(value) in condition["levels"]
+    if op == "not in":
+        return str(value) not in condition["levels"]
+    if op == "is":
+        return bool(value) == bool(condition["threshold"])
+    if op == "<=":
+        return float(value) <= condition["threshold"]
+    assert op == ">", op
+    return float(value) > condition["threshold"]
+
+
+def probabilities_from_plan_json(text: str, rows) -> tuple[np.ndarray, np.ndarray]:
+    """``p(arm | x) = w_control·[arm = control] + w_explore / K + w_optimized · alloc[segment(x)][arm]`` for each
+    row, and its segment, computed from the plan's JSON alone (DESIGN.md), not with the Plan class."""
+    plan = json.loads(text)
+    w, arms = plan["cells"], plan["arms"]
+    probabilities, segment_ids = np.empty(len(rows)), np.empty(len(rows), dtype=object)
+    for i, row in enumerate(rows.to_dict("records")):
+        [segment] = [
+            s for s in plan["segments"] if all(_condition_holds(c, row[c["feature"]]) for c in s["rule"]["conditions"])
+        ]
+        segment_ids[i] = segment["id"]
+        probabilities[i] = (
+            w["control"] * (row["arm"] == arms[0])
+            + w["explore"] / len(arms)
+            + w["optimized"] * segment["allocation"][row["arm"]]
+        )
+    return probabilities, segment_ids
 
 
 def test_three_rounds_concentrate_on_the_true_best_arm(project):
@@ -33,7 +67,7 @@ def test_three_rounds_concentrate_on_the_true_best_arm(project):
             "SELECT plan_json FROM plans WHERE experiment_id = 'flip' AND governs_round = ?", [round_ + 1]
         )
         assert stored["plan_json"].iloc[0] == text
-        report = json.loads((project.root / "reports" / "flip" / f"r{round_:03d}.json").read_text())
+        report = json.loads((project.root / "reports" / "flip" / f"{round_key(round_)}.json").read_text())
         assert report["recommendation"]["decision"] in {"CONTINUE", "SHIP", "STOP"}
         assert report["recommendation"]["reasons"]
         primary = [e for e in report["effects"] if e["role"] == "primary"]
@@ -68,8 +102,11 @@ def test_three_rounds_concentrate_on_the_true_best_arm(project):
     # flip is mobile's best arm by 5 points: after 24k visitors the plan gives it most mobile traffic.
     assert on_best[mobile].mean() > 0.6
     assert on_best.mean() > 0.45
-    # The round-4 traffic was routed by that plan: the recorded probabilities are the plan's.
-    np.testing.assert_allclose(rows["assignment_prob"], plan.assignment_probabilities(rows), atol=1e-12)
+    # The round-4 traffic was routed by that plan: the recorded probabilities are the plan's, by the formula.
+    expected, segment_ids = probabilities_from_plan_json(published_plan(project, "flip", 4), rows)
+    np.testing.assert_allclose(rows["assignment_prob"], expected, atol=1e-12)
+    optimized = (rows["cell"] == "optimized").to_numpy()
+    assert (rows["segment_id"].to_numpy()[optimized] == segment_ids[optimized]).all()
 
 
 def test_backfill_reproduces_the_plan_and_lineage_tracks_rows(project):
@@ -84,11 +121,11 @@ def test_backfill_reproduces_the_plan_and_lineage_tracks_rows(project):
     assert published_plan(project, "flip", 2) == first  # byte for byte
     runs_after = project.query("SELECT run_id FROM plans WHERE experiment_id = 'flip' AND governs_round = 2")
     assert runs_after["run_id"].iloc[0] != runs_before["run_id"].iloc[0]  # the audit trail names the new run
-    sidecar = json.loads((project.root / "plans" / "flip" / "r002.run.json").read_text())
+    sidecar = json.loads((project.root / "plans" / "flip" / "r000002.run.json").read_text())
     assert sidecar["run_id"] == runs_after["run_id"].iloc[0]
 
     lineage = json.loads(first)["lineage"]
-    assert lineage["rows_per_round"] == {"r001": 4_000}
+    assert lineage["rows_per_round"] == {"r000001": 4_000}
     assert set(lineage["data_versions"]) == {"round_visitors", "posterior", "policy_tree", "allocation"}
     assert lineage["spec_hash"] and lineage["code_version"]
 
@@ -97,7 +134,9 @@ def test_backfill_reproduces_the_plan_and_lineage_tracks_rows(project):
     project.land("flip", 1, changed)
     assert project.run_round("flip", 1).success
     relineage = json.loads(published_plan(project, "flip", 2))["lineage"]
-    assert relineage["data_versions"]["round_visitors"]["r001"] != lineage["data_versions"]["round_visitors"]["r001"]
+    assert (
+        relineage["data_versions"]["round_visitors"]["r000001"] != lineage["data_versions"]["round_visitors"]["r000001"]
+    )
     assert relineage["data_versions"]["posterior"] != lineage["data_versions"]["posterior"]
 
 

@@ -1,5 +1,7 @@
 """The landing sensor: new files → partitions and one run request; the same files again → none."""
 
+import json
+
 import dagster as dg
 
 from tyche_assets.ingest.sensors import landing_sensor
@@ -17,10 +19,11 @@ def test_landing_sensor_requests_each_new_content_once(project):
     project.land("flip", 1, rows)
 
     first = evaluate(project, None)
-    assert [r.partition_key.keys_by_dimension for r in first.run_requests] == [{"experiment": "flip", "round": "r001"}]
-    adds = {req.partitions_def_name: list(req.partition_keys) for req in first.dynamic_partitions_requests}
-    assert adds[round_partitions.name] == ["r001"]
-    assert experiment_partitions.name in adds
+    assert [r.partition_key.keys_by_dimension for r in first.run_requests] == [
+        {"experiment": "flip", "round": "r000001"}
+    ]
+    assert project.instance.get_dynamic_partitions(round_partitions.name) == ["r000001"]
+    assert project.instance.get_dynamic_partitions(experiment_partitions.name) == ["flip"]
 
     again = evaluate(project, first.cursor)
     assert again.run_requests == []
@@ -32,4 +35,16 @@ def test_landing_sensor_requests_each_new_content_once(project):
 
     project.land("flip", 2, project.simulate("flip", 2, 300))
     second_round = evaluate(project, changed.cursor)
-    assert [r.partition_key.keys_by_dimension["round"] for r in second_round.run_requests] == ["r002"]
+    assert [r.partition_key.keys_by_dimension["round"] for r in second_round.run_requests] == ["r000002"]
+    assert project.instance.get_dynamic_partitions(round_partitions.name) == ["r000001", "r000002"]
+
+
+def test_a_cursor_from_three_digit_keys_requests_nothing_again(project):
+    """Run keys and the cursor name a landed round as ``<experiment>/r001`` whatever the partition key layout,
+    so rounds requested before the keys grew to six digits are not requested again."""
+    project.add_experiment("flip")
+    project.land("flip", 1, project.simulate("flip", 1, 300))
+    first = evaluate(project, None)
+    assert list(json.loads(first.cursor)) == ["flip/r001"]
+    assert first.run_requests[0].run_key.startswith("flip/r001/")
+    assert evaluate(project, first.cursor).run_requests == []

@@ -4,9 +4,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from tyche_assets.model.assets import load_posterior, load_posterior_with_rows
 from tyche_assets.partitions import partition_key
-from tyche_assets.storage import connect, visitors_table
 from tyche_lib import decision_quantities, fit_policy_tree, thompson_allocation
 
 pytestmark = pytest.mark.slow
@@ -25,8 +23,8 @@ def _first_round(project):
 
 def test_posterior_without_its_rows_gives_what_the_rows_give(project):
     _, spec = _first_round(project)
-    light = load_posterior(project.storage, spec, "flip", 1)
-    full = load_posterior_with_rows(project.storage, spec, "flip", 1, COLUMNS)
+    light = project.storage.load_posterior(spec, 1)
+    full = project.storage.load_posterior_with_rows(spec, 1, COLUMNS)
     assert list(light.observed.columns) == ["device", "returning"]
     assert len(light.observed) == len(full.observed) == VISITORS
 
@@ -37,20 +35,20 @@ def test_posterior_without_its_rows_gives_what_the_rows_give(project):
     by_row = decision_quantities(full, segments=tree.segment_of(full.observed))
     pd.testing.assert_frame_equal(by_profile.to_frame(), by_row.to_frame())
 
-    with connect(project.storage) as conn:
-        conn.execute(f'DROP TABLE "{visitors_table("flip")}"')
-    assert len(load_posterior(project.storage, spec, "flip", 1).observed) == VISITORS  # no row read
+    with project.storage.connect() as conn:
+        conn.execute(f'DROP TABLE "{project.storage.visitors_table("flip")}"')
+    assert len(project.storage.load_posterior(spec, 1).observed) == VISITORS  # no row read
 
 
 def test_rows_ingested_again_since_the_fit_are_refused(project):
     rows, spec = _first_round(project)
-    model_file = project.storage.posterior_model_data_path("flip", "r001")
+    model_file = project.storage.posterior_model_data_path("flip", 1)
     model_data = pd.read_parquet(model_file)
     tampered = model_data.copy()
     tampered.loc[0, "trials"] += 1
     tampered.to_parquet(model_file)
     with pytest.raises(ValueError, match="model_data is not the frame the posterior was fitted on"):
-        load_posterior(project.storage, spec, "flip", 1)
+        project.storage.load_posterior(spec, 1)
     model_data.to_parquet(model_file)
 
     changed = rows.copy()
@@ -63,4 +61,4 @@ def test_rows_ingested_again_since_the_fit_are_refused(project):
     )
     assert ingest.success
     with pytest.raises(dg.Failure, match="not the rows its round 1 posterior was fitted on"):
-        load_posterior_with_rows(project.storage, spec, "flip", 1, COLUMNS)
+        project.storage.load_posterior_with_rows(spec, 1, COLUMNS)

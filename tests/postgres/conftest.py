@@ -21,8 +21,7 @@ from debian_packages import install_debian_package
 from tyche_assets.experiments.sensors import register_experiments
 from tyche_assets.partitions import register_partitions
 from tyche_assets.resources import DUCKDB_POOL, default_resources
-from tyche_assets.storage import connect, plan_in_force_json
-from tyche_lib import Plan, derive_seed, simulate
+from tyche_lib import derive_seed, simulate
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -173,8 +172,7 @@ def postgres_project(postgres, tmp_path, monkeypatch):
         register_experiments(instance, resources["experiments"], resources["storage"])
         for experiment_id in EXPERIMENTS:
             register_partitions(instance, experiment_id, [1])
-    with connect(resources["storage"]) as conn:
-        plans = {e: Plan.from_json(plan_in_force_json(conn, e, 1)) for e in EXPERIMENTS}
+    plans = {e: resources["storage"].plan_in_force(e, 1) for e in EXPERIMENTS}
     for experiment_id, plan in plans.items():
         scenario = replace(simulate.segment_flip(), arms=plan.arms)
         rows = simulate.simulate_round(

@@ -100,7 +100,7 @@ def test_two_experiments_rounds_run_at_once_with_duckdb_steps_one_at_a_time(post
         pool = instance.event_log_storage.get_concurrency_info("tyche_duckdb")
 
     for experiment_id in EXPERIMENTS:
-        plan = Plan.from_json((postgres_project.root / "plans" / experiment_id / "r002.json").read_text())
+        plan = Plan.from_json((postgres_project.root / "plans" / experiment_id / "r000002.json").read_text())
         assert (plan.experiment_id, plan.round) == (experiment_id, 2)
         assert (postgres_project.root / "plans" / experiment_id / "evolution.gif").exists()
 

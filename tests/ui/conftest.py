@@ -23,8 +23,7 @@ from debian_packages import install_debian_package
 
 from tyche_assets.experiments.sensors import register_experiments
 from tyche_assets.resources import default_resources
-from tyche_assets.storage import connect, plan_in_force_json
-from tyche_lib import Plan, derive_seed, simulate
+from tyche_lib import derive_seed, simulate
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -87,8 +86,7 @@ def write_project(root: Path, home: Path) -> None:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         # What experiment_specs_sensor does on its first tick: the experiment partition and round-1 plan.
         register_experiments(instance, resources["experiments"], resources["storage"])
-    with connect(resources["storage"]) as conn:
-        plan = Plan.from_json(plan_in_force_json(conn, EXPERIMENT, 1))
+    plan = resources["storage"].plan_in_force(EXPERIMENT, 1)
     scenario = replace(simulate.segment_flip(), arms=plan.arms)
     rows = simulate.simulate_round(scenario, plan, VISITORS, 1, rng=derive_seed(EXPERIMENT, 1, "ui-test-traffic"))
     landing = root / "landing" / EXPERIMENT / "round=1"

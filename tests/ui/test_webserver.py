@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 ROUND_ASSETS = ["round_visitors", "posterior", "policy_tree", "allocation", "round_plan", "round_report"]
 ROUND_CHECKS = {"round_visitors_quality", "round_visitors_sample_ratio", "round_visitors_probabilities"}
-PARTITION = f"{EXPERIMENT}|r001"  # a multi-partition key: dimension keys in dimension-name order
+PARTITION = f"{EXPERIMENT}|r000001"  # a multi-partition key: dimension keys in dimension-name order
 BACKFILL_TIMEOUT_S = 240
 
 ASSETS_QUERY = """{
@@ -54,13 +54,13 @@ def test_graphql_lists_the_assets_checks_and_partitions(dagster_ui):
 def test_a_backfill_launched_through_graphql_publishes_the_plan(dagster_ui):
     ui, selector = dagster_ui, dagster_ui.repository_selector()
     added = ui.graphql(
-        'mutation ($s: RepositorySelector!) { addDynamicPartition(partitionKey: "r001", partitionsDefName: "round",'
+        'mutation ($s: RepositorySelector!) { addDynamicPartition(partitionKey: "r000001", partitionsDefName: "round",'
         " repositorySelector: $s) { __typename ... on AddDynamicPartitionSuccess { partitionKey }"
         " ... on PythonError { message } } }",
         s=selector,
     )["addDynamicPartition"]
-    assert added == {"__typename": "AddDynamicPartitionSuccess", "partitionKey": "r001"}, added
-    assert partition_keys(ui, "round_plan")["round"] == ["r001"]
+    assert added == {"__typename": "AddDynamicPartitionSuccess", "partitionKey": "r000001"}, added
+    assert partition_keys(ui, "round_plan")["round"] == ["r000001"]
 
     launched = ui.graphql(
         "mutation ($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) { __typename"
@@ -97,7 +97,7 @@ def test_a_backfill_launched_through_graphql_publishes_the_plan(dagster_ui):
     steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
     assert all(steps.get(a) == "SUCCESS" for a in ROUND_ASSETS), steps
 
-    plan_file = ui.root / "plans" / EXPERIMENT / "r002.json"
+    plan_file = ui.root / "plans" / EXPERIMENT / "r000002.json"
     assert plan_file.exists()
     plan = Plan.from_json(plan_file.read_text())
     assert (plan.experiment_id, plan.round) == (EXPERIMENT, 2)
@@ -136,7 +136,7 @@ def test_the_browser_shows_the_round_graph_and_the_round_plan_page(dagster_ui, b
         "round_plan",
         PARTITION,
         "Materialized",
-        "plans/flip/r002.json",
+        "plans/flip/r000002.json",
         "evolution_gif",
         "plans/flip/evolution.gif",
     ):

@@ -3,10 +3,9 @@
 import dagster as dg
 import duckdb
 
-from ..partitions import experiment_partitions
-from ..resources import ExperimentCatalog, TycheStorage
-from ..storage import connect
-from .plans import ensure_initial_plan
+from ..partitions import experiment_partitions, register_partitions
+from ..resources import ExperimentCatalog
+from ..storage import TycheStorage
 
 
 def register_experiments(
@@ -18,11 +17,10 @@ def register_experiments(
     """
     specs, errors = experiments.load_all()
     new = [i for i in sorted(specs) if not instance.has_dynamic_partition(experiment_partitions.name, i)]
-    if new:
-        instance.add_dynamic_partitions(experiment_partitions.name, new)
-    with connect(storage) as conn:
-        for spec in specs.values():
-            ensure_initial_plan(conn, storage, spec)
+    for experiment_id in new:
+        register_partitions(instance, experiment_id)
+    for spec in specs.values():
+        storage.ensure_initial_plan(spec)
     return new, {f: str(e) for f, e in errors.items()}
 
 

@@ -6,29 +6,10 @@ import pandas as pd
 from tyche_lib import RowsError, source_from_config, validate_rows
 from tyche_lib.core import ROW_COLUMNS
 
-from ..experiments.plans import ensure_initial_plan
 from ..lineage import frame_version
-from ..partitions import experiment_and_round, experiment_round_partitions, round_key
-from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, replace_partition, table_exists, visitors_table
-
-
-def _raw_for_storage(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows as received, with mixed-type columns kept as text so any input can be stored for investigation.
-
-    The other columns are shared with ``rows``, not copied: neither frame is modified afterwards.
-    """
-    return pd.DataFrame(
-        {col: _as_text(rows[col]) if rows[col].dtype == object else rows[col] for col in rows.columns}, copy=False
-    )
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    """An object column as nullable text: ``str(v)`` of every value, nulls kept null."""
-    if pd.api.types.infer_dtype(values, skipna=True) == "string":
-        # Already text (the common case): a vectorised conversion, the same values as str() gives.
-        return values.astype("string")
-    return values.map(lambda v: None if pd.isna(v) else str(v)).astype("string")
+from ..partitions import experiment_and_round, experiment_round_partitions
+from ..resources import DUCKDB_POOL, ExperimentCatalog
+from ..storage import TycheStorage
 
 
 @dg.asset(
@@ -54,8 +35,7 @@ def round_visitors(context: dg.AssetExecutionContext, storage: TycheStorage, exp
     for col, value in (("experiment_id", experiment_id), ("round", round_)):
         if col not in rows.columns:
             rows.insert(0, col, value)
-    raw = _raw_for_storage(rows)
-    raw.to_parquet(storage.raw_rows_path(experiment_id, round_key(round_)), index=False)
+    raw = storage.save_raw_rows(experiment_id, round_, rows)
     version = frame_version(raw)
 
     keep = [*ROW_COLUMNS, *spec.covariate_names, *(m.name for m in spec.metrics)]
@@ -66,9 +46,9 @@ def round_visitors(context: dg.AssetExecutionContext, storage: TycheStorage, exp
         problem = None
     except RowsError as e:
         typed, problem = None, str(e)
-    table = visitors_table(experiment_id)
-    with connect(storage) as conn:
-        ensure_initial_plan(conn, storage, spec)
+    table = storage.visitors_table(experiment_id)
+    storage.ensure_initial_plan(spec)
+    with storage.connect() as conn:
         if typed is not None:
             # validate_rows returned a copy of its own: set the columns there, then keep only the stored ones.
             typed["experiment_id"] = experiment_id
@@ -76,11 +56,11 @@ def round_visitors(context: dg.AssetExecutionContext, storage: TycheStorage, exp
             if "assigned_at" in typed.columns:
                 typed["assigned_at"] = pd.to_datetime(typed["assigned_at"], utc=True)
             typed = typed[[c for c in keep if c in typed.columns]]
-            replace_partition(conn, table, experiment_id, round_, typed)
-        elif table_exists(conn, table):
+            storage.replace_partition(conn, table, experiment_id, round_, typed)
+        elif storage.table_exists(conn, table):
             # Earlier typed rows of this round no longer describe what was received.
-            replace_partition(conn, table, experiment_id, round_, pd.DataFrame())
-        replace_partition(
+            storage.replace_partition(conn, table, experiment_id, round_, pd.DataFrame())
+        storage.replace_partition(
             conn,
             "round_data",
             experiment_id,

@@ -7,8 +7,6 @@ import dagster as dg
 import pandas as pd
 
 from tyche_lib import (
-    Plan,
-    PolicyTree,
     build_plan,
     derive_seed,
     experiment_evolution_gif,
@@ -19,38 +17,15 @@ from tyche_lib import (
     thompson_allocation,
 )
 
-from ..experiments.plans import publish_plan
 from ..lineage import code_version, text_version
-from ..model.assets import load_posterior, posterior
-from ..partitions import experiment_and_round, experiment_round_partitions, round_key
-from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, replace_partition, write_text_atomic
-
-
-def load_tree(storage: TycheStorage, experiment_id: str, round_: int) -> PolicyTree:
-    path = storage.tree_path(experiment_id, round_key(round_))
-    if not path.exists():
-        raise dg.Failure(f"no policy tree stored for {experiment_id} round {round_}: materialise 'policy_tree' first")
-    return PolicyTree.from_dict(json.loads(path.read_text()))
-
-
-def load_allocation(storage: TycheStorage, experiment_id: str, round_: int, arms) -> dict[str, dict[str, float]]:
-    with connect(storage) as conn:
-        rows = conn.execute(
-            "SELECT segment_id, arm, weight FROM allocations WHERE experiment_id = ? AND round = ?",
-            [experiment_id, round_],
-        ).df()
-    if rows.empty:
-        raise dg.Failure(f"no allocation stored for {experiment_id} round {round_}: materialise 'allocation' first")
-    return {
-        seg: {a: float(group.set_index("arm").loc[a, "weight"]) for a in arms}
-        for seg, group in rows.groupby("segment_id", sort=True)
-    }
+from ..partitions import experiment_and_round, experiment_round_partitions
+from ..resources import DUCKDB_POOL, ExperimentCatalog
+from ..storage import TycheStorage
 
 
 @dg.asset(
     partitions_def=experiment_round_partitions,
-    deps=[posterior],
+    deps=["posterior"],
     pool=DUCKDB_POOL,
     code_version="policy_tree-2",
     group_name="policy",
@@ -60,7 +35,7 @@ def policy_tree(context: dg.AssetExecutionContext, storage: TycheStorage, experi
     """A shallow tree on posterior-mean contrasts; its leaves are the segments, each with a readable rule."""
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
-    fitted = load_posterior(storage, spec, experiment_id, round_)
+    fitted = storage.load_posterior(spec, round_)
     seed = derive_seed(experiment_id, round_, "policy_tree")
     tree = fit_policy_tree(
         fitted,
@@ -69,9 +44,7 @@ def policy_tree(context: dg.AssetExecutionContext, storage: TycheStorage, experi
         rng=seed,
         split_confidence=spec.split_confidence,
     )
-    text = json.dumps(tree.to_dict(), sort_keys=True, indent=2)
-    version = text_version(text)
-    write_text_atomic(storage.tree_path(experiment_id, round_key(round_)), text)
+    version = text_version(storage.save_tree(experiment_id, round_, tree))
     table = pd.DataFrame(
         [
             {
@@ -88,8 +61,8 @@ def policy_tree(context: dg.AssetExecutionContext, storage: TycheStorage, experi
             for s in tree.segments
         ]
     )
-    with connect(storage) as conn:
-        replace_partition(conn, "segments", experiment_id, round_, table)
+    with storage.connect() as conn:
+        storage.replace_partition(conn, "segments", experiment_id, round_, table)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
@@ -112,8 +85,8 @@ def allocation(context: dg.AssetExecutionContext, storage: TycheStorage, experim
     """Per-segment Thompson allocation: each arm's share is its posterior probability of being the segment's best."""
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
-    fitted = load_posterior(storage, spec, experiment_id, round_)
-    tree = load_tree(storage, experiment_id, round_)
+    fitted = storage.load_posterior(spec, round_)
+    tree = storage.load_tree(experiment_id, round_)
     weights = thompson_allocation(fitted, tree.segments, epsilon=spec.epsilon)
     version = text_version(json.dumps(weights, sort_keys=True))
     table = pd.DataFrame(
@@ -130,8 +103,8 @@ def allocation(context: dg.AssetExecutionContext, storage: TycheStorage, experim
             for arm, w in alloc.items()
         ]
     )
-    with connect(storage) as conn:
-        replace_partition(conn, "allocations", experiment_id, round_, table)
+    with storage.connect() as conn:
+        storage.replace_partition(conn, "allocations", experiment_id, round_, table)
     preview = build_plan(spec, round_ + 1, tree, weights)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
@@ -140,46 +113,6 @@ def allocation(context: dg.AssetExecutionContext, storage: TycheStorage, experim
             "cells_and_allocation": dg.MetadataValue.md(png_markdown(plot_cells(preview))),
         },
     )
-
-
-def _data_versions(conn, experiment_id: str, round_: int) -> dict:
-    fit = conn.execute(
-        "SELECT rounds_used, data_version, seed, method, n_rows, draws, family FROM posterior_fits "
-        "WHERE experiment_id = ? AND round = ?",
-        [experiment_id, round_],
-    ).fetchall()[0]
-    rounds_used = [int(r) for r in fit[0].split(",")]
-    per_round = conn.execute(
-        "SELECT round, data_version, n_rows FROM round_data WHERE experiment_id = ? AND list_contains(?, round) ORDER BY round",
-        [experiment_id, rounds_used],
-    ).fetchall()
-    tree_version = conn.execute(
-        "SELECT any_value(data_version) FROM segments WHERE experiment_id = ? AND round = ?", [experiment_id, round_]
-    ).fetchall()[0][0]
-    alloc_version = conn.execute(
-        "SELECT any_value(data_version) FROM allocations WHERE experiment_id = ? AND round = ?", [experiment_id, round_]
-    ).fetchall()[0][0]
-    summary = conn.execute(
-        "SELECT parameter, mean, sd FROM posterior_summaries WHERE experiment_id = ? AND round = ? ORDER BY parameter",
-        [experiment_id, round_],
-    ).fetchall()
-    return {
-        "data_versions": {
-            "round_visitors": {round_key(r): v for r, v, _ in per_round},
-            "posterior": fit[1],
-            "policy_tree": tree_version,
-            "allocation": alloc_version,
-        },
-        "rows_per_round": {round_key(r): int(n) for r, _, n in per_round},
-        "posterior_seed": int(fit[2]),
-        "model_summary": {
-            "family": fit[6],
-            "method": fit[3],
-            "n_rows": int(fit[4]),
-            "draws": int(fit[5]),
-            "coefficients": {p: {"mean": round(m, 6), "sd": round(s, 6)} for p, m, s in summary},
-        },
-    }
 
 
 @dg.asset(
@@ -192,18 +125,17 @@ def _data_versions(conn, experiment_id: str, round_: int) -> dict:
 )
 def round_plan(context: dg.AssetExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
     """The plan for round r + 1 (control, explore and optimized cells), published to the plans table and
-    ``plans/<experiment>/r<NNN>.json`` with the lineage that produced it.
+    ``plans/<experiment>/<round key>.json`` with the lineage that produced it.
 
     The JSON holds only what the inputs determine (data versions, code version, spec hash, rows per
     round, seeds, model summary), so a backfill reproduces it byte for byte; the run that published it
-    is recorded in the plans table, the asset metadata and ``plans/<experiment>/r<NNN>.run.json``.
+    is recorded in the plans table, the asset metadata and ``plans/<experiment>/<round key>.run.json``.
     """
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
-    tree = load_tree(storage, experiment_id, round_)
-    weights = load_allocation(storage, experiment_id, round_, spec.arms)
-    with connect(storage) as conn:
-        lineage = _data_versions(conn, experiment_id, round_)
+    tree = storage.load_tree(experiment_id, round_)
+    weights = storage.load_allocation(experiment_id, round_, spec.arms)
+    lineage = storage.round_lineage(experiment_id, round_)
     lineage.update(
         {
             "produced_by_round": round_,
@@ -214,20 +146,11 @@ def round_plan(context: dg.AssetExecutionContext, storage: TycheStorage, experim
     )
     plan = build_plan(spec, round_ + 1, tree, weights, lineage=lineage)
     run_id = context.run.run_id
-    with connect(storage) as conn:
-        version = publish_plan(conn, storage, plan, produced_by_round=round_, run_id=run_id)
-    plan_file = storage.plan_path(experiment_id, round_key(plan.round))
-    write_text_atomic(
-        plan_file.with_suffix(".run.json"),
-        json.dumps({"run_id": run_id, "plan_data_version": version, "plan_file": plan_file.name}, indent=2) + "\n",
-    )
-    with connect(storage) as conn:
-        history = conn.execute(
-            "SELECT plan_json FROM plans WHERE experiment_id = ? ORDER BY governs_round", [experiment_id]
-        ).fetchall()
+    version = storage.publish_plan(plan, produced_by_round=round_, run_id=run_id)
+    plan_file = storage.write_plan_run(plan, run_id, version)
     # All plans published so far, one frame each; plans from before a change of arms cannot share the frames.
-    frames = [p for p in (Plan.from_json(text) for (text,) in history) if p.arms == plan.arms]
-    evolution = experiment_evolution_gif(frames, storage.path("plans", experiment_id, "evolution.gif"))
+    frames = [p for p in storage.published_plans(experiment_id) if p.arms == plan.arms]
+    evolution = experiment_evolution_gif(frames, storage.evolution_gif_path(experiment_id))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={

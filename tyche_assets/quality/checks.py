@@ -5,17 +5,20 @@ in force, and the raw rows stay stored for the investigation. Each result is als
 ``round_checks`` table, where the posterior looks up which rounds it may use.
 """
 
+import json
+
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from tyche_lib import ExperimentSpec, Plan, TycheError, quality_check, sample_ratio_check
 
-from ..ingest.assets import round_visitors
-from ..partitions import experiment_and_round, experiment_round_partitions, round_key
-from ..report.assets import write_halt_report
-from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, dumps, load_visitors, plan_in_force_json, transaction
+from ..partitions import experiment_and_round, experiment_round_partitions
+from ..resources import DUCKDB_POOL, ExperimentCatalog
+from ..storage import TycheStorage
+
+# The asset the checks guard, by key: the ingest domain defines it.
+ROUND_VISITORS = dg.AssetKey("round_visitors")
 
 # Recorded probabilities are written by the serving side as floats: equal up to rounding.
 PROBABILITY_TOLERANCE = 1e-9
@@ -28,26 +31,33 @@ ASSIGNMENT_COLUMNS = ["visitor_id", "cell", "segment_id", "arm", "assignment_pro
 def _record(
     context, storage: TycheStorage, name: str, experiment_id: str, round_: int, passed: bool, message: str, details
 ) -> None:
-    with connect(storage) as conn, transaction(conn):
+    with storage.connect() as conn, storage.transaction(conn):
         conn.execute(
             "DELETE FROM round_checks WHERE experiment_id = ? AND round = ? AND check_name = ?",
             [experiment_id, round_, name],
         )
         conn.execute(
             "INSERT INTO round_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [experiment_id, round_, name, passed, message, dumps(details), context.run.run_id],
+            [
+                experiment_id,
+                round_,
+                name,
+                passed,
+                message,
+                json.dumps(details, sort_keys=True, default=str),
+                context.run.run_id,
+            ],
         )
 
 
 def _typed_rows_and_plan(storage: TycheStorage, spec: ExperimentSpec, round_: int) -> tuple[pd.DataFrame, Plan]:
     """The round's typed assignment columns and covariates (no outcomes), and the plan that routed them."""
     experiment_id = spec.id
-    with connect(storage) as conn:
-        rows = load_visitors(conn, experiment_id, [round_], columns=[*ASSIGNMENT_COLUMNS, *spec.covariate_names])
-        plan_json = plan_in_force_json(conn, experiment_id, round_)
-    if plan_json is None:
+    rows = storage.load_visitors(experiment_id, [round_], columns=[*ASSIGNMENT_COLUMNS, *spec.covariate_names])
+    plan = storage.plan_in_force(experiment_id, round_)
+    if plan is None:
         raise dg.Failure(f"no plan in force for {experiment_id} round {round_}: register the experiment first")
-    return rows, Plan.from_json(plan_json)
+    return rows, plan
 
 
 def _result(context, storage, experiment_id, round_, passed, message, details, metadata=None):
@@ -61,14 +71,14 @@ def _result(context, storage, experiment_id, round_, passed, message, details, m
     )
 
 
-@dg.asset_check(asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
+@dg.asset_check(asset=ROUND_VISITORS, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
 def round_visitors_quality(
     context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog
 ):
     """Schema, types, nulls, unique visitors, known arms and cells, probabilities in (0, 1], outcome ranges."""
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
-    raw = pd.read_parquet(storage.raw_rows_path(experiment_id, round_key(round_)))
+    raw = storage.load_raw_rows(experiment_id, round_)
     result = quality_check(raw, spec)
     failures = result.failures_frame()
     details = failures.astype(str).to_dict("records")
@@ -83,7 +93,7 @@ def round_visitors_quality(
     return _result(context, storage, experiment_id, round_, bool(result.success), result.message, details, metadata)
 
 
-@dg.asset_check(asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
+@dg.asset_check(asset=ROUND_VISITORS, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
 def round_visitors_sample_ratio(
     context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog
 ):
@@ -102,7 +112,7 @@ def round_visitors_sample_ratio(
         "plan_round": plan.round,
     }
     if not result.passed:
-        write_halt_report(storage, experiment_id, round_, result.message, context.run.run_id)
+        storage.write_halt_report(experiment_id, round_, result.message, context.run.run_id)
     return _result(
         context,
         storage,
@@ -119,7 +129,7 @@ def round_visitors_sample_ratio(
     )
 
 
-@dg.asset_check(asset=round_visitors, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
+@dg.asset_check(asset=ROUND_VISITORS, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
 def round_visitors_probabilities(
     context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog
 ):

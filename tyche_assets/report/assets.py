@@ -1,23 +1,18 @@
 """round_report: anytime-valid effects, guardrails, decision quantities and the recommendation.
 
 The report of a round whose sample-ratio check failed is HALT, written by that check itself
-(:func:`write_halt_report`): a failed blocking check skips every asset downstream of the round,
-this one included, so the check is the one place that still runs.
+(``TycheStorage.write_halt_report``): a failed blocking check skips every asset downstream of the
+round, this one included, so the check is the one place that still runs.
 """
-
-import json
-import math
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from tyche_lib import (
-    Decision,
     DecisionQuantities,
     ExperimentSpec,
     Plan,
-    Recommendation,
     analyze_metrics,
     decision_quantities,
     derive_seed,
@@ -29,139 +24,20 @@ from tyche_lib import (
     segment_effects,
 )
 
-from ..model.assets import load_posterior_with_rows
-from ..partitions import experiment_and_round, experiment_round_partitions, previous_round, round_key, rounds_up_to
-from ..policy.assets import load_tree, policy_tree
-from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, plan_in_force_json, replace_partition, write_text_atomic
-
-
-def _clean(value):
-    """JSON-safe: NaN and infinities become null, numpy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from ..partitions import experiment_and_round, experiment_round_partitions, previous_round, rounds_up_to
+from ..resources import DUCKDB_POOL, ExperimentCatalog
+from ..storage import (
+    EFFECT_COLUMNS,
+    HELD_OUT_COLUMNS,
+    TycheStorage,
+    effects_table,
+    json_safe,
+    recommendation_record,
+)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    return _clean(frame.astype(object).where(frame.notna(), None).to_dict("records"))
-
-
-HELD_OUT_COLUMNS = [
-    "segment_id",
-    "rule_text",
-    "treatment",
-    "n_control",
-    "n_treatment",
-    "mean",
-    "sd",
-    "lower_50",
-    "upper_50",
-    "lower_90",
-    "upper_90",
-    "prob_positive",
-]
-
-
-def _store_report(
-    storage: TycheStorage,
-    experiment_id: str,
-    round_: int,
-    report: dict,
-    effects: pd.DataFrame,
-    held_out: pd.DataFrame,
-    run_id: str,
-) -> None:
-    text = json.dumps(_clean(report), sort_keys=True, indent=2) + "\n"
-    row = pd.DataFrame(
-        [
-            {
-                "experiment_id": experiment_id,
-                "round": round_,
-                "recommendation": report["recommendation"]["decision"],
-                "report_json": text,
-                "run_id": run_id,
-            }
-        ]
-    )
-    with connect(storage) as conn:
-        replace_partition(conn, "reports", experiment_id, round_, row)
-        replace_partition(conn, "report_effects", experiment_id, round_, effects)
-        replace_partition(
-            conn,
-            "held_out_segment_effects",
-            experiment_id,
-            round_,
-            held_out.assign(experiment_id=experiment_id, round=round_),
-        )
-    write_text_atomic(storage.report_path(experiment_id, round_key(round_)), text)
-
-
-def _recommendation_dict(rec: Recommendation) -> dict:
-    return {
-        "decision": str(rec.decision),
-        "arm": rec.arm,
-        "reasons": list(rec.reasons),
-        "stop_arms": list(rec.stop_arms),
-    }
-
-
-def write_halt_report(storage: TycheStorage, experiment_id: str, round_: int, message: str, run_id: str) -> None:
-    """Record HALT for a round whose sample-ratio check failed: no effect is interpreted."""
-    rec = Recommendation(
-        decision=Decision.HALT,
-        arm=None,
-        reasons=(
-            f"sample-ratio mismatch in round {round_}: the data cannot be trusted; investigate the assignment "
-            f"before reading any effect",
-            message,
-        ),
-    )
-    report = {
-        "experiment_id": experiment_id,
-        "round": round_,
-        "recommendation": _recommendation_dict(rec),
-        "effects": [],
-        "guardrails": [],
-        "decision_quantities": [],
-    }
-    _store_report(
-        storage,
-        experiment_id,
-        round_,
-        report,
-        _effects_table(experiment_id, round_, pd.DataFrame()),
-        pd.DataFrame(columns=HELD_OUT_COLUMNS),
-        run_id,
-    )
-
-
-EFFECT_COLUMNS = [
-    "metric",
-    "role",
-    "segment_id",
-    "arm",
-    "estimate",
-    "lower",
-    "upper",
-    "p_value",
-    "q_value",
-    "discovery",
-]
-
-
-def _effects_table(experiment_id: str, round_: int, effects: pd.DataFrame) -> pd.DataFrame:
-    out = effects.reindex(columns=EFFECT_COLUMNS).rename(columns={"discovery": "significant"}).copy()
-    out.insert(0, "round", round_)
-    out.insert(0, "experiment_id", experiment_id)
-    out["significant"] = out["significant"].astype("boolean")
-    return out
+    return json_safe(frame.astype(object).where(frame.notna(), None).to_dict("records"))
 
 
 def _history(storage: TycheStorage, spec: ExperimentSpec, round_: int) -> list[DecisionQuantities]:
@@ -170,7 +46,7 @@ def _history(storage: TycheStorage, spec: ExperimentSpec, round_: int) -> list[D
     before = previous_round(round_)
     if before is None:
         return []
-    with connect(storage) as conn:
+    with storage.connect() as conn:
         frame = conn.execute(
             "SELECT * FROM decision_quantities WHERE experiment_id = ? AND list_contains(?, round) ORDER BY round",
             [experiment_id, rounds_up_to(before)],
@@ -222,7 +98,7 @@ def _segment_effects(rows: pd.DataFrame, spec: ExperimentSpec, segments: np.ndar
 
 @dg.asset(
     partitions_def=experiment_round_partitions,
-    deps=[policy_tree],
+    deps=["policy_tree"],
     pool=DUCKDB_POOL,
     code_version="round_report-2",
     group_name="report",
@@ -231,7 +107,7 @@ def _segment_effects(rows: pd.DataFrame, spec: ExperimentSpec, segments: np.ndar
 def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog):
     """Effects per treatment overall and per segment (anytime-valid interval, always-valid p-value,
     BH decision), guardrail verdicts, P(best), expected loss, the value of one more round and the
-    SHIP / CONTINUE / STOP recommendation; written to DuckDB and ``reports/<experiment>/rNNN.json``.
+    SHIP / CONTINUE / STOP recommendation; written to DuckDB and ``reports/<experiment>/<round key>.json``.
 
     ``held_out_segment_effects`` scores the segments of the plan that governed round r on round r's
     rows only (``segment_effects``), the intervals to quote for a segment: the per-segment effects
@@ -240,17 +116,13 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
     decision = spec.decision
-    fitted = load_posterior_with_rows(storage, spec, experiment_id, round_, _report_columns(spec))
-    tree = load_tree(storage, experiment_id, round_)
+    fitted = storage.load_posterior_with_rows(spec, round_, _report_columns(spec))
+    tree = storage.load_tree(experiment_id, round_)
     rows = fitted.observed  # every usable round <= r, as the posterior saw them
     rounds = sorted(int(r) for r in rows["round"].unique())
-    with connect(storage) as conn:
-        srm = conn.execute(
-            "SELECT passed, message FROM round_checks WHERE experiment_id = ? AND round = ? AND check_name = ?",
-            [experiment_id, round_, "round_visitors_sample_ratio"],
-        ).fetchall()
-        plan_json = plan_in_force_json(conn, experiment_id, round_)
-    sample_ratio_ok = bool(srm[0][0]) if srm else True
+    sample_ratio = storage.check_result(experiment_id, round_, "round_visitors_sample_ratio")
+    plan_in_force = storage.plan_in_force(experiment_id, round_)
+    sample_ratio_ok = sample_ratio[0] if sample_ratio is not None else True
 
     metrics = analyze_metrics(rows, spec, t_star=decision.planned_visitors, alpha=decision.alpha, fdr=decision.fdr)
     segments = tree.segment_of(rows)
@@ -258,9 +130,9 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     this_round = rows[rows["round"] == round_]
     held_out = (
         _held_out_segment_effects(
-            this_round, spec, Plan.from_json(plan_json), derive_seed(experiment_id, round_, "segment_effects")
+            this_round, spec, plan_in_force, derive_seed(experiment_id, round_, "segment_effects")
         )
-        if plan_json is not None
+        if plan_in_force is not None
         else pd.DataFrame(columns=HELD_OUT_COLUMNS)
     )
     quantities = decision_quantities(fitted, segments=segments, round=round_)
@@ -286,16 +158,18 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
 
     overall = metrics.effects.assign(segment_id=None)
     effects = pd.concat([overall, tree_segment_effects], ignore_index=True)
-    table = _effects_table(experiment_id, round_, effects)
+    table = effects_table(experiment_id, round_, effects)
     dq = quantities.to_frame()
-    with connect(storage) as conn:
-        replace_partition(conn, "decision_quantities", experiment_id, round_, dq.assign(experiment_id=experiment_id))
+    with storage.connect() as conn:
+        storage.replace_partition(
+            conn, "decision_quantities", experiment_id, round_, dq.assign(experiment_id=experiment_id)
+        )
     report = {
         "experiment_id": experiment_id,
         "round": round_,
         "rounds_used": rounds,
         "rows": len(rows),
-        "recommendation": _recommendation_dict(rec),
+        "recommendation": recommendation_record(rec),
         "effects": _records(overall[EFFECT_COLUMNS[:2] + EFFECT_COLUMNS[3:]]),
         "segment_effects": _records(tree_segment_effects.reindex(columns=EFFECT_COLUMNS)),
         "held_out_segment_effects": _records(held_out),
@@ -308,7 +182,7 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
             "visitors": value.visitors,
         },
     }
-    _store_report(storage, experiment_id, round_, report, table, held_out, context.run.run_id)
+    storage.store_report(experiment_id, round_, report, table, held_out, context.run.run_id)
 
     path = mad_confidence_path(
         rows,
@@ -336,11 +210,11 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
             "guardrails": dg.MetadataValue.md(
                 metrics.guardrails.round(5).to_markdown(index=False) if len(metrics.guardrails) else "none"
             ),
-            "prob_best": dg.MetadataValue.json(_clean(quantities.prob_best.round(4).to_dict())),
+            "prob_best": dg.MetadataValue.json(json_safe(quantities.prob_best.round(4).to_dict())),
             "value_of_one_more_round": float(value.value),
             "effects_over_rounds": dg.MetadataValue.md(
                 png_markdown(plot_effects_over_rounds(path, arms=spec.arms, metric=spec.primary.name))
             ),
-            "report_file": dg.MetadataValue.path(str(storage.report_path(experiment_id, round_key(round_)))),
+            "report_file": dg.MetadataValue.path(str(storage.report_path(experiment_id, round_))),
         },
     )

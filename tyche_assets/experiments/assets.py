@@ -1,18 +1,18 @@
-"""experiment_registry: every experiment spec in one table, and the check that they fit together."""
+"""experiment_registry: every experiment spec in one table."""
 
 import json
 
 import dagster as dg
 import pandas as pd
 
-from tyche_lib import RegistryEntry, find_conflicts
+from tyche_lib import RegistryEntry
 
 from ..lineage import text_version
-from ..resources import DUCKDB_POOL, ExperimentCatalog, TycheStorage
-from ..storage import connect, transaction
+from ..resources import DUCKDB_POOL, ExperimentCatalog
+from ..storage import TycheStorage
 
-# Unpartitioned and replaced whole on each materialisation, so not one of storage.TABLES (which are
-# written per experiment × round).
+# Unpartitioned and replaced whole on each materialisation, so not one of the storage layer's TABLES
+# (which are written per experiment × round).
 REGISTRY_DDL = """
     CREATE TABLE IF NOT EXISTS experiment_registry (
         experiment_id VARCHAR, status VARCHAR, owner VARCHAR, start_date DATE, end_date DATE,
@@ -63,9 +63,9 @@ def experiment_registry(context: dg.AssetExecutionContext, storage: TycheStorage
     """
     specs, errors = experiments.load_all()
     frame = _registry_frame(specs.values())
-    with connect(storage) as conn:
+    with storage.connect() as conn:
         conn.execute(REGISTRY_DDL)
-        with transaction(conn):
+        with storage.transaction(conn):
             conn.execute("DELETE FROM experiment_registry")
             if len(frame):
                 conn.register("_tyche_registry", frame)
@@ -79,56 +79,5 @@ def experiment_registry(context: dg.AssetExecutionContext, storage: TycheStorage
             "live": sum(RegistryEntry.from_spec(s).live for s in specs.values()),
             "registry": dg.MetadataValue.md(shown.to_markdown(index=False) if len(frame) else "no experiments"),
             "invalid_specs": dg.MetadataValue.md("\n".join(f"- {e}" for e in errors.values()) or "none"),
-        },
-    )
-
-
-@dg.asset_check(asset=experiment_registry, blocking=True, pool=DUCKDB_POOL)
-def experiment_registry_conflicts(context: dg.AssetCheckExecutionContext, storage: TycheStorage):
-    """Live experiments whose dates and audiences overlap must fit in 100% of the traffic.
-
-    Experiments in one mutual-exclusion layer split its traffic, so for them the layer's shares
-    must fit in 100% instead. Stopped and shipped experiments hold no traffic.
-    """
-    with connect(storage) as conn:
-        conn.execute(REGISTRY_DDL)
-        rows = conn.execute(
-            "SELECT experiment_id, status, owner, start_date, end_date, audience_json, traffic_share, layer "
-            "FROM experiment_registry ORDER BY experiment_id"
-        ).fetchall()
-    entries = [
-        RegistryEntry(
-            id=id_,
-            status=status,
-            owner=owner,
-            start_date=start,
-            end_date=end,
-            audience={k: tuple(v) for k, v in json.loads(audience).items()},
-            traffic_share=share,
-            layer=layer,
-        )
-        for id_, status, owner, start, end, audience, share, layer in rows
-    ]
-    conflicts = find_conflicts(entries)
-    table = pd.DataFrame(
-        [
-            {
-                "experiments": " & ".join(c.experiments),
-                "kind": c.kind,
-                "layer": c.layer or "",
-                "dates": c.describe_window(),
-                "audience": c.describe_audience() if c.kind == "traffic" else "",
-                "shares": " + ".join(f"{c.shares[e]:.0%}" for e in c.experiments) + f" = {c.total_share:.0%}",
-            }
-            for c in conflicts
-        ]
-    )
-    return dg.AssetCheckResult(
-        passed=not conflicts,
-        description=("; ".join(str(c) for c in conflicts) if conflicts else f"{len(entries)} experiments fit together"),
-        metadata={
-            "conflicts": len(conflicts),
-            "experiments_checked": len(entries),
-            "report": dg.MetadataValue.md(table.to_markdown(index=False) if conflicts else "no conflicts"),
         },
     )
