@@ -16,6 +16,7 @@ from ._spec import (
     Guardrail,
     Metric,
     SourceConfig,
+    check_spec_revision,
     load_spec,
     spec_from_dict,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "SqlSource",
     "TycheError",
     "build_plan",
+    "check_spec_revision",
     "covariate_profiles",
     "derive_seed",
     "find_conflicts",
