@@ -9,27 +9,39 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import signal, stats
 
 from ..core._plans import CELLS, Plan, PlanError
 from ..core._rows import RowsError
 
 __all__ = ["SampleRatioResult", "sample_ratio_check"]
 
+# How the family-wise alpha is split between the three kinds of stochastic test (weighted
+# Bonferroni). The arm totals get most of it: losing or duplicating one arm's rows moves that arm's
+# total by the whole amount lost, so they see it best (their deficit is the score statistic for
+# "arm a lost a fraction of its rows"); the cells and per-segment tests mostly catch routing faults,
+# which move counts so far that their share of alpha hardly matters. A kind with no test in a round
+# gives its share to the others, in proportion.
+ALPHA_SHARES = {"arm totals": 0.6, "cells": 0.2, "arms": 0.2}
 # Pearson's chi-square approximation is trusted when every expected count is at least this.
 MIN_EXPECTED = 5.0
 # Largest number of possible outcomes an exact multinomial test enumerates (~0.1 s).
 MAX_EXACT_OUTCOMES = 200_000
-# Methods whose p-value is 0 or 1 by construction: not counted in the Bonferroni correction.
+# The exact arm-total distribution is computed over each segment's mean ± (TAIL_SDS·sd + TAIL_PAD):
+# by Bernstein's inequality the mass left outside is below 1e-25 per segment, for any size.
+TAIL_SDS, TAIL_PAD = 12.0, 40.0
+# Methods whose p-value is 0 or 1 by construction: they get no share of alpha and fail when p = 0.
 DETERMINISTIC_METHODS = ("zero-probability category", "recorded vs plan rules", "single category")
 _TEST_COLUMNS = [
     "level",
     "cell",
     "segment",
+    "arm",
     "n",
     "statistic",
     "df",
     "pvalue",
+    "threshold",
     "method",
     "observed",
     "expected",
@@ -43,33 +55,40 @@ class SampleRatioResult:
     """Outcome of :func:`sample_ratio_check`.
 
     The headline fields (``statistic`` … ``method``) describe the component test with the smallest
-    p-value, the one that decides the verdict; ``tests`` lists every component.
+    adjusted p-value, the one that decides the verdict; ``tests`` lists every component.
 
     Attributes
     ----------
     statistic : float
-        Test statistic of the deciding component (``inf`` for an impossible count).
+        Test statistic of the deciding component: the signed z-score ``(O - E) / sd`` for an arm
+        total, Pearson's :math:`X^2` for a chi-square, a count for a binomial (``inf`` for an
+        impossible count).
     df : int
-        Its degrees of freedom (categories tested minus one).
+        Its degrees of freedom (categories tested minus one; 1 for an arm total).
     pvalue : float
         Its unadjusted p-value.
     observed, expected : dict
-        Its counts per category (cell or arm).
+        Its counts per category (arm, or cell).
     method : str
-        Its method: ``"chi-square"``, ``"chi-square, pooled"``, ``"exact binomial"``,
-        ``"exact binomial, pooled"``, ``"exact multinomial"``, or a deterministic check
-        (``"zero-probability category"``, ``"recorded vs plan rules"``).
+        Its method: ``"exact Poisson-binomial"`` (arm totals), ``"chi-square"``,
+        ``"chi-square, pooled"``, ``"exact binomial"``, ``"exact binomial, pooled"``,
+        ``"exact multinomial"``, or a deterministic check (``"zero-probability category"``,
+        ``"recorded vs plan rules"``).
     verdict : {"pass", "fail"}
     adjusted_pvalue : float
-        Bonferroni-adjusted ``pvalue``: ``min(1, n_tests · pvalue)``; the verdict is ``"fail"``
-        when it is below ``alpha`` or a deterministic check failed.
+        Weighted-Bonferroni adjusted p-value of the check: the smallest over the components of
+        ``pvalue · alpha / threshold`` (capped at 1; 0 when a deterministic check failed). The
+        verdict is ``"fail"`` exactly when it is below ``alpha``, so it is also the smallest
+        ``alpha`` at which these rows would fail.
     alpha : float
     n_tests : int
-        Number of stochastic component tests (the Bonferroni divisor).
+        Number of stochastic component tests (those sharing ``alpha``).
     tests : DataFrame
-        One row per component: ``level`` (``"cells"``, ``"arms"`` or ``"segments"``), ``cell``,
-        ``segment``, ``n``, ``statistic``, ``df``, ``pvalue``, ``method``, ``observed``,
-        ``expected``, ``failed``, ``note`` (pooling done, impossible arms seen).
+        One row per component: ``level`` (``"arm totals"``, ``"cells"``, ``"arms"`` or
+        ``"segments"``), ``cell``, ``segment``, ``arm`` (arm totals), ``n``, ``statistic``, ``df``,
+        ``pvalue``, ``threshold`` (the component's share of ``alpha``; NaN for a deterministic
+        check), ``method``, ``observed``, ``expected``, ``failed``, ``note`` (pooling done,
+        impossible arms seen, how far an arm total is off).
     """
 
     statistic: float
@@ -93,24 +112,31 @@ class SampleRatioResult:
         """What was tested and, on failure, which component failed and how."""
         if self.tests.empty:
             return "sample ratio check: no visitors, nothing to test"
-        threshold = f"alpha/{self.n_tests} = {self.alpha / max(self.n_tests, 1):.3g} (Bonferroni)"
+        split = f"alpha = {self.alpha:.3g} split by weighted Bonferroni ({_split_text(self.tests)})"
         if self.passed:
-            head = self.tests.sort_values("pvalue", kind="stable").iloc[0]
             checks = len(self.tests) - self.n_tests
+            head = self.tests.loc[_adjusted(self.tests, self.alpha).idxmin()]
             return (
-                f"sample ratio check passed: {self.n_tests} test(s) and {checks} deterministic check(s); "
-                f"smallest p = {head.pvalue:.3g} ({_where(head)}), above {threshold}"
+                f"sample ratio check passed: {self.n_tests} test(s) and {checks} deterministic check(s) "
+                f"against {split}; closest: {_where(head)}, p = {head.pvalue:.3g} against {head.threshold:.3g}"
             )
-        lines = [f"sample ratio mismatch against {threshold}:"]
-        for _, t in self.tests[self.tests["failed"]].iterrows():
-            detail = t.note or f"observed {t.observed} vs expected {_rounded(t.expected)}"
+        lines = [f"sample ratio mismatch against {split}:"]
+        # Most significant first: when one arm lost rows, its deficit leads and the others' excess follows.
+        order = _adjusted(self.tests, self.alpha).sort_values(kind="stable").index
+        ordered = self.tests.loc[order]
+        for _, t in ordered[ordered["failed"]].iterrows():
+            against = "" if np.isnan(t.threshold) else f" < {t.threshold:.3g}"
+            detail = f"observed {t.observed} vs expected {_rounded(t.expected)}" + (f"; {t.note}" if t.note else "")
             lines.append(
-                f"- {_where(t)}: {t.method}, statistic = {t.statistic:.4g}, df = {t.df}, p = {t.pvalue:.3g}; {detail}"
+                f"- {_where(t)}: {t.method}, statistic = {t.statistic:.4g}, df = {t.df}, "
+                f"p = {t.pvalue:.3g}{against}; {detail}"
             )
         return "\n".join(lines)
 
 
 def _where(t: pd.Series) -> str:
+    if t.level == "arm totals":
+        return f"arm {t.arm!r} over the whole round"
     if t.level == "cells":
         return "visitors per cell"
     if t.level == "segments":
@@ -123,32 +149,59 @@ def _rounded(d: dict) -> dict:
     return {k: round(v, 1) for k, v in d.items()}
 
 
+def _split_text(tests: pd.DataFrame) -> str:
+    parts = []
+    for level, what in (("arm totals", "per arm total"), ("cells", "cells"), ("arms", "per cell x segment")):
+        thresholds = tests.loc[tests["level"] == level, "threshold"].dropna()
+        if len(thresholds):
+            parts.append(f"{thresholds.iloc[0]:.3g} {what}")
+    return ", ".join(parts)
+
+
+def _adjusted(tests: pd.DataFrame, alpha: float) -> pd.Series:
+    """Each component's p-value on the family's scale: it fails when this is below ``alpha``.
+
+    A stochastic test's ``p · alpha / threshold``; a deterministic check's 0 when it failed and
+    ``inf`` when it passed (it can fail a round, never come close to failing it).
+    """
+    deterministic = np.where(tests["pvalue"] == 0.0, 0.0, np.inf)
+    return (tests["pvalue"] * alpha / tests["threshold"]).fillna(pd.Series(deterministic, index=tests.index))
+
+
 def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> SampleRatioResult:
     """Test whether visitors reached cells and arms in the proportions the plan implies.
 
-    Two levels of component tests:
+    Three kinds of stochastic component test, which share ``alpha`` (see Notes):
 
+    - **arm totals**: for each arm, its count over the whole round against the count the plan
+      implies for the visitors seen, :math:`E_a = \\sum_s n_s\\, p(a \\mid s)` over the recorded
+      segments (segments follow from covariates, so their sizes :math:`n_s` are given; the plan fixes
+      the arm split inside each). A round that lost, or duplicated, rows of one arm shows here, and
+      the failing row names the arm;
     - **cells**: visitors per cell against the plan's cell weights;
-    - **arms**, within each cell and recorded segment: the control cell must hold only the control
-      arm (any other arm is impossible: p = 0); the explore cell is tested against a uniform split;
-      the optimized cell against the segment's allocation.
+    - **arms**, within each cell and recorded segment: the explore cell against a uniform split, the
+      optimized cell against the segment's allocation (routing faults local to one segment).
 
-    When the rows hold the covariates the plan's rules test, the recorded ``segment_id`` is also
-    compared with ``plan.segment_of(rows)`` (level ``"segments"``): a visitor recorded in another
-    segment than the plan's rules give is a routing fault and fails the check.
+    Deterministic checks fail outright: an arm or cell with probability 0 under the plan that
+    received visitors (e.g. any arm but control in the control cell) and, when the rows hold the
+    covariates the plan's rules test, a recorded ``segment_id`` other than ``plan.segment_of(rows)``.
 
     Parameters
     ----------
     rows : DataFrame
-        The round's visitors, with columns ``cell``, ``arm`` and ``segment_id``.
+        The round's visitors, with columns ``cell``, ``arm`` and ``segment_id`` (the segment the
+        plan's rules put the visitor in, recorded whatever the cell).
     plan : Plan
         The plan the visitors were assigned under.
     alpha : float
-        Family-wise error rate of the whole check (default 0.001: a false alarm stops a round).
+        Family-wise false-alarm rate of the whole check (default 0.001: a false alarm stops a
+        round).
 
     Returns
     -------
     SampleRatioResult
+        The verdict, the deciding component and every component with its observed and expected
+        counts and its share of ``alpha``.
 
     Raises
     ------
@@ -160,8 +213,19 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
 
     Notes
     -----
-    Each component tests observed counts :math:`O_j` against :math:`E_j = n p_j`. With every
-    :math:`E_j \\ge 5`, Pearson's statistic :math:`X^2 = \\sum_j (O_j - E_j)^2 / E_j` is referred to
+    **Arm totals.** Given the segment sizes, arm :math:`a`'s count is a sum of independent binomials,
+    :math:`O_a \\sim \\sum_s \\mathrm{Bin}(n_s, q_{sa})` with :math:`q_{sa} = p(a \\mid s)` from
+    :meth:`Plan.segment_arm_probabilities`: a Poisson-binomial law, computed exactly by convolving the
+    binomials (each over its mean :math:`\\pm (12\\,\\mathrm{sd} + 40)`, outside which less than
+    :math:`10^{-25}` of its mass lies; an observed count outside the resulting support reports the
+    normal tail). The p-value is two-sided, twice the smaller tail, and the statistic is the z-score
+    :math:`(O_a - E_a) / \\sqrt{V_a}`, :math:`V_a = \\sum_s n_s q_{sa}(1 - q_{sa})`. If arm :math:`a`
+    loses a fraction :math:`f` of its rows at random, :math:`E_a - O_a` is the score statistic for
+    :math:`f` at 0, so no test on these counts is more powerful against a small loss of one arm; a
+    loss confined to one cell or segment still moves the arm's total by all the rows lost.
+
+    **Other components.** Each tests observed counts :math:`O_j` against :math:`E_j = n p_j`. With
+    every :math:`E_j \\ge 5`, Pearson's :math:`X^2 = \\sum_j (O_j - E_j)^2 / E_j` is referred to
     :math:`\\chi^2_{k-1}`. Otherwise the test is exact: a two-sided binomial test for two categories,
     or for more the exact multinomial test (the probability, under the plan, of all outcomes no
     more likely than the one observed) when at most 200,000 outcomes are possible; beyond that the
@@ -169,11 +233,14 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
     the pooled counts get the chi-square test, or, if pooling leaves one category, an exact binomial
     test of the small categories against the rest. ``method`` and ``note`` say which was used.
 
-    The overall verdict controls the family-wise error at ``alpha`` by Bonferroni: with :math:`m`
-    stochastic component tests, a component fails when :math:`p < \\alpha / m` (so a lone cells test
-    is held to ``alpha`` itself). The decision "any component fails" is the same under Holm's
-    procedure. Deterministic checks (an arm with probability 0 observed, a segment mismatch) fail
-    outright and do not count in :math:`m`.
+    **Alpha split.** The verdict controls the family-wise false-alarm rate at ``alpha`` by weighted
+    Bonferroni: component :math:`i` fails when :math:`p_i < \\alpha w_i` with :math:`\\sum_i w_i = 1`,
+    so :math:`P(\\text{any fails}) \\le \\sum_i \\alpha w_i = \\alpha` whatever their dependence. The
+    weights are :data:`ALPHA_SHARES`: 0.6 to the arm totals (split equally over the :math:`K` arms;
+    with two arms the two totals are one test and it gets all 0.6), 0.2 to the cells test and 0.2
+    split equally over the per-(cell, segment) tests; a kind with no test in the round hands its
+    share to the others in proportion. Deterministic checks take no share. The result's
+    ``adjusted_pvalue`` is :math:`\\min_i p_i / w_i`, the smallest ``alpha`` at which the rows fail.
 
     References
     ----------
@@ -182,15 +249,22 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
 
     Examples
     --------
+    Three arms, all traffic uniform; 20% of arm ``c``'s 2,000 rows were lost:
+
     >>> import pandas as pd
     >>> from tyche_lib import Plan, PlanSegment, Rule
-    >>> plan = Plan("demo", 1, ("a", "b"), {"control": 0.5, "explore": 0.0, "optimized": 0.5},
-    ...             (PlanSegment("all", Rule(), {"a": 0.0, "b": 1.0}),))
-    >>> rows = pd.DataFrame({"cell": ["control"] * 4800 + ["optimized"] * 5200,
-    ...                      "arm": ["a"] * 4800 + ["b"] * 5200, "segment_id": "all"})
+    >>> plan = Plan("demo", 1, ("a", "b", "c"), {"control": 0.0, "explore": 0.0, "optimized": 1.0},
+    ...             (PlanSegment("all", Rule(), {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}),))
+    >>> rows = pd.DataFrame({"cell": "optimized", "arm": ["a"] * 2000 + ["b"] * 2000 + ["c"] * 1600,
+    ...                      "segment_id": "all"})
     >>> result = sample_ratio_check(rows, plan)
-    >>> result.verdict, result.method, round(result.statistic, 1), f"{result.pvalue:.1e}"
-    ('fail', 'chi-square', 16.0, '6.3e-05')
+    >>> result.verdict, result.method, result.observed, round(result.statistic, 1)
+    ('fail', 'exact Poisson-binomial', {'c': 1600}, -7.6)
+    >>> print(result.message.splitlines()[1])  # doctest: +ELLIPSIS
+    - arm 'c' over the whole round: exact Poisson-binomial, statistic = -7.559, ... 14.3% fewer rows ...
+
+    Arms ``a`` and ``b`` have more rows than the plan implies for 5,600 visitors, and fail too; the
+    message lists them after ``c``, whose deficit is the largest departure.
     """
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ValueError(f"alpha = {alpha!r}: must be a number in (0, 1)")
@@ -198,10 +272,11 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
     n_arms, n_segs = len(plan.arms), len(plan.segments)
     components: list[dict] = []
     if len(rows):
-        weights = np.array([plan.weights[c] for c in CELLS])
-        components.append(_component("cells", None, None, CELLS, np.bincount(cell, minlength=3), weights))
         counts = np.bincount((cell * n_segs + seg) * n_arms + arm, minlength=3 * n_segs * n_arms)
         counts = counts.reshape(3, n_segs, n_arms)
+        components.extend(_arm_totals(counts.sum(axis=0), plan))
+        weights = np.array([plan.weights[c] for c in CELLS])
+        components.append(_component("cells", None, None, CELLS, counts.sum(axis=(1, 2)), weights))
         only_control = np.eye(n_arms)[0]
         components.append(_component("arms", "control", None, plan.arms, counts[0].sum(axis=0), only_control))
         for j, segment in enumerate(plan.segments):
@@ -216,14 +291,13 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
             components.append(consistency)
 
     tests = pd.DataFrame(components, columns=_TEST_COLUMNS)
-    stochastic = ~tests["method"].isin(DETERMINISTIC_METHODS)
-    m = int(stochastic.sum())
-    tests["failed"] = np.where(stochastic, tests["pvalue"] < alpha / max(m, 1), tests["pvalue"] == 0.0)
-    tests["failed"] = tests["failed"].astype(bool)
     if tests.empty:
         return SampleRatioResult(0.0, 0, 1.0, {}, {}, "no visitors", "pass", 1.0, float(alpha), 0, tests)
-    head = tests.loc[tests["pvalue"].idxmin()]
-    adjusted = min(1.0, head.pvalue * m) if head.method not in DETERMINISTIC_METHODS else head.pvalue
+    tests["threshold"] = _thresholds(tests, alpha, n_arms)
+    stochastic = tests["threshold"].notna()
+    tests["failed"] = np.where(stochastic, tests["pvalue"] < tests["threshold"], tests["pvalue"] == 0.0).astype(bool)
+    adjusted = _adjusted(tests, alpha)
+    head = tests.loc[adjusted.idxmin()]
     return SampleRatioResult(
         statistic=float(head.statistic),
         df=int(head.df),
@@ -232,11 +306,91 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
         expected=dict(head.expected),
         method=str(head.method),
         verdict="fail" if tests["failed"].any() else "pass",
-        adjusted_pvalue=float(adjusted),
+        adjusted_pvalue=float(min(1.0, adjusted.min())),
         alpha=float(alpha),
-        n_tests=m,
+        n_tests=int(stochastic.sum()),
         tests=tests,
     )
+
+
+def _thresholds(tests: pd.DataFrame, alpha: float, n_arms: int) -> np.ndarray:
+    """Each stochastic component's share of ``alpha`` (weighted Bonferroni); NaN for deterministic checks."""
+    stochastic = ~tests["method"].isin(DETERMINISTIC_METHODS)
+    present = {level: w for level, w in ALPHA_SHARES.items() if (stochastic & (tests["level"] == level)).any()}
+    out = np.full(len(tests), np.nan)
+    for level, share in present.items():
+        mask = (stochastic & (tests["level"] == level)).to_numpy()
+        # With two arms each total is n minus the other: the two rows are one test, with one p-value.
+        m = 1 if level == "arm totals" and n_arms == 2 else int(mask.sum())
+        out[mask] = alpha * share / sum(present.values()) / m
+    return out
+
+
+def _arm_totals(counts: np.ndarray, plan: Plan) -> list[dict[str, Any]]:
+    """One exact test per arm of its count over the round, given the visitors per recorded segment.
+
+    ``counts`` is segments × arms, in the plan's order.
+    """
+    q = np.clip(plan.segment_arm_probabilities().to_numpy(), 0.0, 1.0)
+    n_seg = counts.sum(axis=1)
+    observed = counts.sum(axis=0)
+    expected = n_seg @ q
+    variance = n_seg @ (q * (1.0 - q))
+    n = int(n_seg.sum())
+    components: list[dict[str, Any]] = []
+    for j, arm in enumerate(plan.arms):
+        # No randomness to test (the plan fixes the count); an impossible arm fails its per-cell check.
+        if variance[j] <= 0:
+            continue
+        o, e = int(observed[j]), float(expected[j])
+        z = (o - e) / math.sqrt(variance[j])
+        # With two arms each total is n minus the other's: one test, so both rows carry the same p.
+        p = (
+            components[0]["pvalue"]
+            if len(plan.arms) == 2 and components
+            else _poisson_binomial_pvalue(o, n_seg, q[:, j], z)
+        )
+        components.append(
+            {
+                "level": "arm totals",
+                "cell": None,
+                "segment": None,
+                "arm": arm,
+                "n": n,
+                "statistic": z,
+                "df": 1,
+                "pvalue": p,
+                "method": "exact Poisson-binomial",
+                "observed": {arm: o},
+                "expected": {arm: e},
+                "failed": False,
+                "note": f"{abs(o / e - 1):.1%} {'fewer' if o < e else 'more'} rows than the plan implies "
+                "for the segments seen",
+            }
+        )
+    return components
+
+
+def _poisson_binomial_pvalue(observed: int, n: np.ndarray, q: np.ndarray, z: float) -> float:
+    """Two-sided p-value (twice the smaller tail) of ``observed`` under the sum of Binomial(n_s, q_s)."""
+    offset, pmf = 0, np.ones(1)
+    for n_s, q_s in zip(n.tolist(), q.tolist()):
+        if n_s == 0 or q_s == 0.0:
+            continue
+        if q_s == 1.0:
+            offset += n_s
+            continue
+        mean, sd = n_s * q_s, math.sqrt(n_s * q_s * (1.0 - q_s))
+        lo = max(0, math.floor(mean - TAIL_SDS * sd - TAIL_PAD))
+        hi = min(n_s, math.ceil(mean + TAIL_SDS * sd + TAIL_PAD))
+        # scipy picks direct or FFT convolution by size; FFT round-off (~1e-16) is far below any alpha.
+        pmf = signal.convolve(pmf, stats.binom.pmf(np.arange(lo, hi + 1), n_s, q_s))
+        offset += lo
+    i = observed - offset
+    if not 0 <= i < len(pmf):
+        return float(min(1.0, 2.0 * stats.norm.sf(abs(z))))
+    pmf = np.clip(pmf, 0.0, None)
+    return float(min(1.0, 2.0 * min(pmf[: i + 1].sum(), pmf[i:].sum())))
 
 
 def _codes(rows: pd.DataFrame, plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -282,6 +436,7 @@ def _component(level: str, cell: str | None, segment: str | None, labels, observ
         "level": level,
         "cell": cell,
         "segment": segment,
+        "arm": None,
         "n": n,
         "observed": {label: int(o) for label, o in zip(labels, observed)},
         "expected": {label: float(e) for label, e in zip(labels, n * probs)},
@@ -391,6 +546,7 @@ def _segment_consistency(rows: pd.DataFrame, plan: Plan) -> dict[str, Any] | Non
         "level": "segments",
         "cell": None,
         "segment": None,
+        "arm": None,
         "n": len(rows),
         "df": 0,
         "method": "recorded vs plan rules",
