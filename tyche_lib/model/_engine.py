@@ -8,7 +8,6 @@ model-scale profiles, never through bambi's per-row ``predict``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -396,7 +395,9 @@ def _validated(rows: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
     if len(rows) == 0:
         raise ValueError("rows: no rows to fit a posterior on; wait for a round with visitors")
     # Only the primary metric is modelled; the pipeline's multi-round rows may repeat visitor ids.
-    primary_only = dataclasses.replace(spec, guardrails=(), secondary=())
+    primary_only = spec.model_copy(
+        update={"metric_set": spec.metric_set.model_copy(update={"guardrails": (), "secondary": ()})}
+    )
     out = validate_rows(rows, primary_only, assignment=False)
     if "arm" not in out.columns:
         raise RowsError("arm", "<missing>", f"the rows must have an 'arm' column; found {sorted(out.columns)}")
