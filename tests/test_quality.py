@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from tyche_lib import initial_plan
+from tyche_lib.core import row_schema
 from tyche_lib.measure import quality_check, quality_suite
 from tyche_lib.simulate import continuous, hurdle_revenue, no_heterogeneity, segment_flip, simulate_round
 
@@ -55,7 +56,7 @@ def test_missing_column_is_reported_as_missing_and_the_rest_still_runs(clean):
         ("cell", "holdout", "cell is control, explore or optimized"),
         ("converted", 2, "converted is 0 or 1"),
         ("region", "mars", "region is a level listed in the spec"),
-        ("age", 200.0, "age is within the spec's range"),
+        ("age", 200.0, "age is in [18, 80]"),
         ("returning", "maybe", "returning is true or false"),
         ("latency_ms", np.inf, "latency_ms is finite"),
     ],
@@ -126,12 +127,12 @@ def test_family_and_spec_ranges_of_metrics():
     capped = scenario.spec(metrics={"primary": {"name": "revenue", "family": "hurdle", "maximum": 10_000.0}})
     rows.loc[2, "revenue"] = 25_000.0
     failure = only_failure(quality_check(rows, capped), "revenue")
-    assert failure.rule == "revenue is within the spec's range" and failure.examples == [25_000.0]
+    assert failure.rule == "revenue is in [0, 10000]" and failure.examples == [25_000.0]
 
 
 def test_suite_is_built_from_the_spec():
     suite = quality_suite(SPEC)
-    columns = {e.column for e in suite.expectations}
+    columns = {e.meta["column"] for e in suite.expectations}
     assert {
         "visitor_id",
         "cell",
@@ -142,9 +143,48 @@ def test_suite_is_built_from_the_spec():
         "converted",
         "latency_ms",
         "pre_value",
+        "rows",
     } <= columns
     rules = [e.meta["rule"] for e in suite.expectations]
     assert len(rules) == len(set(rules))  # each rule is reported under its own name
+    # one expectation per check of the row schema, in the same order
+    assert rules == [check.rule for check in row_schema(SPEC).checks()]
+    # optional columns the rows lack get no expectations
+    present = [c for c in row_schema(SPEC).names if c not in ("experiment_id", "round", "assigned_at")]
+    assert not {"experiment_id", "round", "assigned_at"} & {
+        e.meta["column"] for e in quality_suite(SPEC, columns=present).expectations
+    }
+
+
+def test_rows_of_another_partition(clean):
+    result = quality_check(clean, SPEC, experiment_id="other", round=2)
+    assert only_failure(result, "experiment_id").rule == "experiment_id is the partition's experiment"
+    wrong_round = only_failure(result, "round")
+    assert wrong_round.rule == "round is the partition's round" and wrong_round.unexpected_count == len(clean)
+    assert "round 2" in wrong_round.message
+    assert quality_check(clean, SPEC, experiment_id=SPEC.id, round=1).success
+
+
+def test_blank_visitor_ids(clean):
+    bad = clean.copy()
+    bad.loc[[3, 7], "visitor_id"] = ["", "   "]
+    failure = only_failure(quality_check(bad, SPEC), "visitor_id")
+    assert failure.rule == "visitor_id is not blank"
+    assert failure.examples == ["", "   "] and failure.example_rows == [3, 7]
+
+
+def test_no_rows(clean):
+    result = quality_check(clean.iloc[:0], SPEC)
+    failure = only_failure(result, "rows")
+    assert failure.rule == "the round has rows" and "rows: none" in failure.message
+    assert quality_check(clean.iloc[:0], SPEC, allow_empty=True).success
+
+
+def test_extra_columns_are_listed_not_failed(clean):
+    result = quality_check(clean.assign(utm_source="ads"), SPEC)
+    assert result.success and result.unknown_columns == ("utm_source",)
+    assert result.statistics["unknown_columns"] == ["utm_source"] and "utm_source" in result.message
+    assert quality_check(clean, SPEC).unknown_columns == ()
 
 
 def test_a_hundred_thousand_rows_in_seconds():

@@ -49,8 +49,10 @@ from .core import (
     load_spec,
     model_frame,
     register_source,
+    row_schema,
     source_from_config,
     spec_from_dict,
+    unknown_columns,
     validate_rows,
 )
 
@@ -259,6 +261,7 @@ __all__ = [
     "RegistryEntry",
     "RoundSource",
     "RoundValue",
+    "row_schema",
     "RowsError",
     "Rule",
     "sample_ratio_check",
@@ -278,6 +281,7 @@ __all__ = [
     "thompson_allocation",
     "true_contrasts",
     "TycheError",
+    "unknown_columns",
     "validate_rows",
 ]
 

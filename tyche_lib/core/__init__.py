@@ -5,7 +5,7 @@ from ._errors import PlanError, RowsError, SourceError, SpecError, TycheError
 from ._plans import PLAN_SCHEMA_VERSION, Plan, PlanSegment, build_plan, initial_plan
 from ._profiles import Profiles, covariate_profiles
 from ._registry import Conflict, RegistryEntry, find_conflicts
-from ._rows import ROW_COLUMNS, model_frame, validate_rows
+from ._rows import ROW_COLUMNS, ColumnRule, RowSchema, model_frame, row_schema, unknown_columns, validate_rows
 from ._rules import Condition, Rule, rule_masks
 from ._seeds import derive_seed, seed_from_rng
 from ._sources import LandingFolderSource, RoundSource, SqlSource, register_source, source_from_config
@@ -23,6 +23,7 @@ from ._spec import (
 
 __all__ = [
     "Condition",
+    "ColumnRule",
     "Conflict",
     "Covariate",
     "DecisionSettings",
@@ -38,6 +39,7 @@ __all__ = [
     "ROW_COLUMNS",
     "RegistryEntry",
     "RoundSource",
+    "RowSchema",
     "RowsError",
     "Rule",
     "SourceConfig",
@@ -54,9 +56,11 @@ __all__ = [
     "load_spec",
     "model_frame",
     "register_source",
+    "row_schema",
     "rule_masks",
     "seed_from_rng",
     "source_from_config",
     "spec_from_dict",
+    "unknown_columns",
     "validate_rows",
 ]

@@ -1,4 +1,8 @@
-"""Data quality of round rows: a Great Expectations suite built from the experiment spec.
+"""Data quality of round rows: a Great Expectations suite derived from the row schema.
+
+Each expectation is one check of :func:`tyche_lib.core.row_schema`, the schema
+:func:`tyche_lib.validate_rows` also evaluates, so the suite and the normalisation agree on what a
+valid row is.
 
 Great Expectations is imported on first use (importing it takes seconds), into one ephemeral
 context per process: nothing is written to disk and no usage statistics are sent.
@@ -10,13 +14,14 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..core._rows import CELL_NAMES
+from ..core._rows import RowSchema, row_schema, unknown_columns
 from ..core._spec import ExperimentSpec
 
 # Must be set before great_expectations is imported; a user's explicit setting wins.
@@ -24,37 +29,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 __all__ = ["QualityFailure", "QualityResult", "quality_check", "quality_suite"]
 
-# dtype names (non-object columns) and Python type names (object columns) that count as numeric.
-NUMERIC_TYPES = [
-    "int",
-    "float",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float16",
-    "float32",
-    "float64",
-    "Int8",
-    "Int16",
-    "Int32",
-    "Int64",
-    "UInt8",
-    "UInt16",
-    "UInt32",
-    "UInt64",
-    "Float32",
-    "Float64",
-]
-# Values a boolean covariate may take (validate_rows accepts the same).
-BOOLEAN_VALUES = [True, False, "true", "false", "True", "False", "1", "0"]
 # Unexpected values and rows quoted per failure.
 N_EXAMPLES = 5
-_FINITE = float(np.finfo(np.float64).max)
 _lock = threading.Lock()
 _gx: dict[str, Any] = {}
 
@@ -70,6 +46,7 @@ class QualityFailure:
     expectation : str
         The Great Expectations expectation type, e.g. ``"expect_column_values_to_be_in_set"``.
     column : str
+        ``"rows"`` for the row count.
     message : str
         The rule, how many rows break it, an example and the fix.
     examples : list
@@ -100,19 +77,28 @@ class QualityResult:
         In suite order (schema first), one per failed expectation; expectations that could not be
         evaluated because their column is missing or mistyped are folded into that failure.
     statistics : dict
-        ``rows``, ``expectations``, ``successful``, ``failed``, ``seconds``.
+        ``rows``, ``expectations``, ``successful``, ``failed``, ``seconds`` and
+        ``unknown_columns`` (the same list as the attribute, for asset-check metadata).
+    unknown_columns : tuple of str
+        Columns the row schema does not describe: not checked, kept as they are.
     """
 
     success: bool
     failures: tuple[QualityFailure, ...]
     statistics: dict
+    unknown_columns: tuple[str, ...] = ()
 
     @property
     def message(self) -> str:
         n, rows = self.statistics["expectations"], self.statistics["rows"]
+        extra = (
+            f"; columns not in the schema (kept, not checked): {list(self.unknown_columns)}"
+            if self.unknown_columns
+            else ""
+        )
         if self.success:
-            return f"quality check passed: {n} expectations on {rows} rows"
-        head = f"quality check failed: {len(self.failures)} problem(s) in {rows} rows ({n} expectations)"
+            return f"quality check passed: {n} expectations on {rows} rows{extra}"
+        head = f"quality check failed: {len(self.failures)} problem(s) in {rows} rows ({n} expectations){extra}"
         return "\n".join([head, *(f"- {f.message}" for f in self.failures)])
 
     def failures_frame(self) -> pd.DataFrame:
@@ -136,150 +122,91 @@ def _context() -> dict[str, Any]:
     return _gx
 
 
-def _required_columns(spec: ExperimentSpec) -> list[str]:
-    cols = ["visitor_id", "cell", "arm", "assignment_prob", "segment_id", *spec.covariate_names]
-    cols += [m.name for m in spec.metrics]
-    if spec.pre_period:
-        cols.append(spec.pre_period)
-    return cols
-
-
-def quality_suite(spec: ExperimentSpec):
+def quality_suite(
+    spec: ExperimentSpec,
+    *,
+    experiment_id: str | None = None,
+    round: int | None = None,
+    columns: Iterable[str] | None = None,
+    allow_empty: bool = False,
+):
     """The Great Expectations suite that round rows of ``spec`` must meet.
 
-    Schema (required columns present), no nulls in them, numeric types where numbers are
-    expected, unique ``visitor_id``, ``arm`` among the spec's arms, ``cell`` among
-    control/explore/optimized, ``assignment_prob`` in (0, 1], each metric within its family's range
-    (binary 0/1, hurdle >= 0, continuous finite) and the spec's minimum/maximum, categorical
-    covariates within their listed levels, boolean covariates true/false, numeric covariates within
-    their range. Each expectation's ``meta`` holds the rule in words and the fix.
+    One expectation per check of the row schema (:func:`tyche_lib.core.row_schema`), the same
+    checks :func:`tyche_lib.validate_rows` evaluates: at least one row, required columns present,
+    no nulls, types and encodings, value sets (arms, cells, listed levels, binary 0/1, the
+    partition's experiment and round), ranges (``assignment_prob`` in (0, 1], hurdle >= 0, floats
+    finite, the spec's minimum/maximum), non-blank and unique ``visitor_id``. Each expectation's
+    ``meta`` holds the column, the rule in words and the fix.
 
     Parameters
     ----------
     spec : ExperimentSpec
+    experiment_id, round : optional
+        The partition the rows belong to: other values of those columns fail.
+    columns : iterable of str, optional
+        The columns the rows have: optional columns (``experiment_id``, ``round``,
+        ``assigned_at``) not among them get no expectations. ``None``: all included.
+    allow_empty : bool
+        Leave out the row-count expectation.
 
     Returns
     -------
     great_expectations.ExpectationSuite
+
+    Examples
+    --------
+    >>> from tyche_lib.simulate import segment_flip
+    >>> suite = quality_suite(segment_flip().spec())
+    >>> [e.meta["rule"] for e in suite.expectations if e.meta["column"] == "visitor_id"]
+    ['column visitor_id is present', 'visitor_id has no nulls', 'visitor_id is not blank', 'visitor_id is unique']
     """
+    schema = row_schema(spec, experiment_id=experiment_id, round=round, allow_empty=allow_empty)
     with _lock:
-        return _build_suite(spec)
+        return _build_suite(schema, columns)
 
 
-def _build_suite(spec: ExperimentSpec):
+def _build_suite(schema: RowSchema, columns: Iterable[str] | None):
     gx = _context()["gx"]
     gxe = gx.expectations
-    suite = gx.ExpectationSuite(name=f"{spec.id}_round_rows")
-
-    def add(cls, column: str, rule: str, fix: str, **kwargs):
+    suite = gx.ExpectationSuite(name=f"{schema.experiment_id}_round_rows")
+    for order, check in enumerate(schema.checks(present=columns)):
         # "order" lets results (which come back unordered) be reported in suite order.
-        meta = {"rule": rule, "fix": fix, "order": len(suite.expectations)}
-        suite.add_expectation(cls(column=column, meta=meta, **kwargs))
-
-    def numeric(column: str, what: str):
-        add(
-            gxe.ExpectColumnValuesToBeInTypeList,
-            column,
-            f"{column} is numeric",
-            f"{what} must be numbers",
-            type_list=NUMERIC_TYPES,
-        )
-
-    def between(column: str, lo: float | None, hi: float | None, rule: str, fix: str, strict_min: bool = False):
-        add(gxe.ExpectColumnValuesToBeBetween, column, rule, fix, min_value=lo, max_value=hi, strict_min=strict_min)
-
-    required = _required_columns(spec)
-    for col in required:
-        add(gxe.ExpectColumnToExist, col, f"column {col} is present", f"the rows must have a '{col}' column")
-    for col in required:
-        add(gxe.ExpectColumnValuesToNotBeNull, col, f"{col} has no nulls", f"fill or drop the rows with a null {col}")
-    add(
-        gxe.ExpectColumnValuesToBeUnique,
-        "visitor_id",
-        "visitor_id is unique",
-        "each visitor appears once per round; remove the duplicates",
-    )
-    add(
-        gxe.ExpectColumnValuesToBeInSet,
-        "arm",
-        "arm is one of the spec's arms",
-        f"the spec's arms are {list(spec.arms)}",
-        value_set=list(spec.arms),
-    )
-    add(
-        gxe.ExpectColumnValuesToBeInSet,
-        "cell",
-        "cell is control, explore or optimized",
-        f"cells are {list(CELL_NAMES)}",
-        value_set=list(CELL_NAMES),
-    )
-    numeric("assignment_prob", "assignment probabilities")
-    between(
-        "assignment_prob",
-        0.0,
-        1.0,
-        "assignment_prob is in (0, 1]",
-        "a recorded assignment probability must be > 0 and <= 1",
-        strict_min=True,
-    )
-
-    for cov in spec.covariates:
-        if cov.type == "categorical" and cov.levels:
-            add(
-                gxe.ExpectColumnValuesToBeInSet,
-                cov.name,
-                f"{cov.name} is a level listed in the spec",
-                f"the spec's levels are {list(cov.levels)}",
-                value_set=list(cov.levels),
+        meta = {"column": check.column, "rule": check.rule, "fix": check.fix, "order": order}
+        if check.test == "rows":
+            suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=meta))
+            continue
+        kwargs: dict[str, Any] = {"column": check.column, "meta": meta}
+        if check.test == "present":
+            expectation = gxe.ExpectColumnToExist(**kwargs)
+        elif check.test == "not_null":
+            expectation = gxe.ExpectColumnValuesToNotBeNull(**kwargs)
+        elif check.test == "type":
+            expectation = gxe.ExpectColumnValuesToBeInTypeList(type_list=list(check.type_names), **kwargs)
+        elif check.test == "in_set":
+            expectation = gxe.ExpectColumnValuesToBeInSet(value_set=list(check.value_set), **kwargs)
+        elif check.test == "between":
+            expectation = gxe.ExpectColumnValuesToBeBetween(
+                min_value=check.minimum, max_value=check.maximum, strict_min=check.strict_minimum, **kwargs
             )
-        elif cov.type == "boolean":
-            add(
-                gxe.ExpectColumnValuesToBeInSet,
-                cov.name,
-                f"{cov.name} is true or false",
-                "a boolean covariate takes true/false (or 1/0)",
-                value_set=BOOLEAN_VALUES,
-            )
-        elif cov.type == "numeric":
-            numeric(cov.name, f"covariate {cov.name}")
-            if cov.minimum is not None or cov.maximum is not None:
-                between(
-                    cov.name,
-                    cov.minimum,
-                    cov.maximum,
-                    f"{cov.name} is within the spec's range",
-                    f"the spec allows [{cov.minimum}, {cov.maximum}]",
-                )
-
-    for metric in spec.metrics:
-        numeric(metric.name, f"metric {metric.name} values")
-        if metric.family == "binary":
-            add(
-                gxe.ExpectColumnValuesToBeInSet,
-                metric.name,
-                f"{metric.name} is 0 or 1",
-                "a binary metric takes 0 or 1",
-                value_set=[0, 1],
-            )
-        elif metric.family == "hurdle":
-            between(metric.name, 0.0, None, f"{metric.name} is >= 0", "a hurdle metric is zero or a positive amount")
+        elif check.test == "pattern":
+            expectation = gxe.ExpectColumnValuesToMatchRegex(regex=check.pattern, **kwargs)
+        elif check.test == "unique":
+            expectation = gxe.ExpectColumnValuesToBeUnique(**kwargs)
         else:
-            between(metric.name, -_FINITE, _FINITE, f"{metric.name} is finite", "a continuous metric must be finite")
-        if metric.minimum is not None or metric.maximum is not None:
-            between(
-                metric.name,
-                metric.minimum,
-                metric.maximum,
-                f"{metric.name} is within the spec's range",
-                f"the spec allows [{metric.minimum}, {metric.maximum}]",
-            )
-    if spec.pre_period:
-        numeric(spec.pre_period, "pre-period values")
-        between(spec.pre_period, -_FINITE, _FINITE, f"{spec.pre_period} is finite", "pre-period values must be finite")
+            raise ValueError(f"no expectation for the row check {check.test!r}")
+        suite.add_expectation(expectation)
     return suite
 
 
-def quality_check(rows: pd.DataFrame, spec: ExperimentSpec) -> QualityResult:
+def quality_check(
+    rows: pd.DataFrame,
+    spec: ExperimentSpec,
+    *,
+    experiment_id: str | None = None,
+    round: int | None = None,
+    allow_empty: bool = False,
+) -> QualityResult:
     """Validate a round's rows against :func:`quality_suite` in an ephemeral GX context.
 
     Parameters
@@ -287,13 +214,18 @@ def quality_check(rows: pd.DataFrame, spec: ExperimentSpec) -> QualityResult:
     rows : DataFrame
         The round's visitor rows as loaded (before normalisation).
     spec : ExperimentSpec
+    experiment_id, round : optional
+        The partition the rows belong to (see :func:`quality_suite`).
+    allow_empty : bool
+        Accept zero rows.
 
     Returns
     -------
     QualityResult
         ``success`` is False when any expectation fails; each failure names the column, the rule,
         how many rows break it, example values and rows, and the fix. A missing column is reported
-        once, as missing (its other expectations are not reported separately).
+        once, as missing (its other expectations are not reported separately). Columns the schema
+        does not describe are listed in ``unknown_columns``.
 
     Examples
     --------
@@ -306,42 +238,44 @@ def quality_check(rows: pd.DataFrame, spec: ExperimentSpec) -> QualityResult:
     >>> bad = rows.assign(assignment_prob=rows["assignment_prob"].where(rows.index != 3, 1.2))
     >>> print(quality_check(bad, scenario.spec()).failures[0].message)
     column 'assignment_prob': assignment_prob is in (0, 1] — 1 row(s) break it, e.g. 1.2 at row 3; a recorded assignment probability must be > 0 and <= 1
+    >>> quality_check(rows.assign(utm_source="ads"), scenario.spec()).unknown_columns
+    ('utm_source',)
     """
     start = time.perf_counter()
+    schema = row_schema(spec, experiment_id=experiment_id, round=round, allow_empty=allow_empty)
     with _lock:
-        suite = _build_suite(spec)
+        suite = _build_suite(schema, rows.columns)
         batch = _context()["batch_definition"].get_batch(batch_parameters={"dataframe": rows})
         validation = batch.validate(suite, result_format={"result_format": "SUMMARY"})
     results = sorted(validation.results, key=lambda r: r.expectation_config.meta["order"])
     failures = _failures(results, rows)
+    unknown = tuple(unknown_columns(rows, spec))
     n = len(results)
     statistics = {
         "rows": len(rows),
         "expectations": n,
         "successful": sum(r.success for r in results),
         "failed": n - sum(r.success for r in results),
-        "seconds": round(time.perf_counter() - start, 3),
+        "seconds": float(np.round(time.perf_counter() - start, 3)),
+        "unknown_columns": list(unknown),
     }
-    return QualityResult(success=not failures, failures=tuple(failures), statistics=statistics)
+    return QualityResult(success=not failures, failures=tuple(failures), statistics=statistics, unknown_columns=unknown)
 
 
 def _failures(results: list, rows: pd.DataFrame) -> list[QualityFailure]:
-    missing = {
-        r.expectation_config.kwargs["column"]
-        for r in results
-        if r.expectation_config.type == "expect_column_to_exist" and not r.success
-    }
-    mistyped = {
-        r.expectation_config.kwargs["column"]
-        for r in results
-        if r.expectation_config.type == "expect_column_values_to_be_in_type_list" and not r.success
-    }
+    def failed(kind: str) -> set[str]:
+        return {
+            r.expectation_config.meta["column"] for r in results if r.expectation_config.type == kind and not r.success
+        }
+
+    missing = failed("expect_column_to_exist")
+    mistyped = failed("expect_column_values_to_be_in_type_list")
     failures = []
     for r in results:
         if r.success:
             continue
         config = r.expectation_config
-        column, rule, fix = config.kwargs["column"], config.meta["rule"], config.meta["fix"]
+        column, rule, fix = config.meta["column"], config.meta["rule"], config.meta["fix"]
         raised = _exception_message(r)
         if config.type == "expect_column_to_exist":
             failures.append(
@@ -353,6 +287,8 @@ def _failures(results: list, rows: pd.DataFrame) -> list[QualityFailure]:
                     unexpected_count=len(rows),
                 )
             )
+        elif config.type == "expect_table_row_count_to_be_between":
+            failures.append(QualityFailure(rule, config.type, column, f"rows: none — {fix}"))
         elif column in missing or (raised and column in mistyped):
             continue  # already reported as a missing or mistyped column
         elif raised:
