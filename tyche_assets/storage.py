@@ -127,8 +127,7 @@ class TycheStorage(dg.ConfigurableResource):
     ``storage/posteriors/<exp>/<round key>.nc`` (draws) with ``.model.parquet`` (the frame the model
     was fitted on) and ``.profiles.parquet`` (covariate profiles of the rows, with visitor counts),
     ``storage/trees/<exp>/<round key>.json``, ``plans/<exp>/<round key>.json`` (with ``.run.json``,
-    and ``evolution.gif``),
-    ``reports/<exp>/<round key>.json``.
+    and ``evolution.gif``), ``reports/<exp>/<round key>.json``.
     """
 
     root: str
@@ -188,11 +187,10 @@ class TycheStorage(dg.ConfigurableResource):
 
     @staticmethod
     def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-        return bool(
-            conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchall()[0][
-                0
-            ]
-        )
+        [(count,)] = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+        ).fetchall()
+        return bool(count)
 
     @staticmethod
     @contextlib.contextmanager
