@@ -12,8 +12,8 @@ from scipy import stats
 from tyche_lib import (
     BinaryPosterior,
     Decision,
-    DecisionSettings,
     DecisionQuantities,
+    DecisionSettings,
     analyze_metrics,
     decision_quantities,
     expected_value_of_one_more_round,
