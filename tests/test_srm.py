@@ -85,13 +85,14 @@ def test_a_48_52_split_of_10000_is_flagged():
     result = sample_ratio_check(split_rows(4800, 5200), half_half_plan())
     assert result.verdict == "fail" and not result.passed
     # The deciding test is arm a's total: Binomial(10000, 1/2), z = -200 / 50 = -4, exact p ≈ 6.6e-5
-    # against its share 0.00075 of alpha (two arms: the arm totals are one test, with 3/4 of alpha).
+    # against its share 0.001 · 0.5 / 0.6 of alpha (two arms: the arm totals are one test; the
+    # optimized cell sends everyone to b, so it has no arm totals to test and the cells test has 0.1).
     assert result.method == "exact Poisson-binomial" and result.df == 1
     assert result.statistic == pytest.approx(-4.0)
     assert result.pvalue == pytest.approx(stats.binomtest(4800, 10_000, 0.5).pvalue)
     assert result.observed == {"a": 4800} and result.expected == {"a": 5000.0}
-    assert result.adjusted_pvalue == pytest.approx(result.pvalue * 0.001 / 0.00075)
-    # The cells test sees the same split: Pearson 2 · 200² / 5000 = 16 on 1 df, against 0.00025.
+    assert result.adjusted_pvalue == pytest.approx(result.pvalue * 0.6 / 0.5)
+    # The cells test sees the same split: Pearson 2 · 200² / 5000 = 16 on 1 df, against 0.001 / 6.
     cells = result.tests[result.tests["level"] == "cells"].iloc[0]
     assert cells["failed"] and cells["statistic"] == pytest.approx(16.0)
     assert cells["pvalue"] == pytest.approx(stats.chi2.sf(16.0, 1))  # ≈ 6.3e-5
@@ -114,7 +115,7 @@ def test_simulated_rounds_pass_and_the_false_alarm_rate_is_controlled():
     big = sample_ratio_check(simulate_round(scenario, plan, 100_000, 2, 1), plan)
     methods = {"exact Poisson-binomial", "chi-square", "single category", "recorded vs plan rules"}
     assert big.passed and set(big.tests["method"]) <= methods
-    assert big.n_tests == 9  # 4 arm totals + cells + (explore, optimized) × 2 segments
+    assert big.n_tests == 13  # 4 arm totals + 4 optimized arm totals + cells + (explore, optimized) × 2 segments
     # Many small rounds (exact and pooled paths): the check's false-alarm rate must not exceed
     # alpha = 0.05 beyond Monte Carlo error (3 SE over 200 rounds = 0.046); without the Bonferroni
     # correction five tests at 0.05 would fail about 20% of rounds.
@@ -137,11 +138,14 @@ def test_an_arm_starved_in_one_segment_is_caught():
     assert failed[["level", "cell", "segment", "arm"]].values.tolist() == [
         ["arm totals", None, None, "flip"],
         ["arm totals", None, None, "mild"],
+        ["optimized arm totals", "optimized", None, "flip"],
+        ["optimized arm totals", "optimized", None, "mild"],
         ["arms", "optimized", "mobile", None],
     ]
     # the totals say which arm is short and which has too many; the segment test says where
-    totals = failed.set_index("arm")["statistic"]
-    assert totals["flip"] < 0 < totals["mild"]
+    for level in ("arm totals", "optimized arm totals"):
+        totals = failed[failed["level"] == level].set_index("arm")["statistic"]
+        assert totals["flip"] < 0 < totals["mild"]
     assert "arms in the optimized cell, segment 'mobile'" in result.message
     # the cell counts are untouched
     assert not result.tests.loc[result.tests["level"] == "cells", "failed"].any()
@@ -160,7 +164,7 @@ def test_losing_a_fifth_of_one_arms_rows_is_caught_and_the_arm_is_named(arm):
             # the deciding test is the arm's own total, short of what the plan implies ...
             assert result.observed.keys() == {arm} and result.statistic < 0
             assert result.observed[arm] < result.expected[arm]
-            assert result.message.splitlines()[1].startswith(f"- arm {arm!r} over the whole round")
+            assert result.message.splitlines()[1].startswith(f"- arm {arm!r} over the ")
             # ... and it is the only arm short: the others can only have too many rows
             totals = result.tests.query("level == 'arm totals' and failed")
             assert totals.loc[totals["statistic"] < 0, "arm"].tolist() == [arm]
@@ -193,9 +197,9 @@ def test_valid_rounds_rarely_raise_a_false_alarm():
 def test_the_alpha_split_spends_exactly_alpha():
     result = sample_ratio_check(simulate_round(segment_flip(), later_plan(), 20_000, 3, 1), later_plan())
     thresholds = result.tests.groupby("level")["threshold"]
-    # 4 arm totals share 0.6, the cells test has 0.2, 6 (cell, segment) tests share 0.2
+    # 4 arm totals share 0.5, 4 optimized arm totals 0.2, the cells test has 0.1, 6 (cell, segment) tests 0.2
     assert thresholds.max().dropna().to_dict() == pytest.approx(
-        {"arm totals": 0.00015, "arms": 0.2e-3 / 6, "cells": 0.0002}
+        {"arm totals": 0.000125, "optimized arm totals": 0.00005, "arms": 0.2e-3 / 6, "cells": 0.0001}
     )
     assert thresholds.sum().sum() == pytest.approx(0.001) and sum(ALPHA_SHARES.values()) == pytest.approx(1.0)
     assert result.tests.loc[result.tests["level"] == "segments", "threshold"].isna().all()
@@ -279,7 +283,7 @@ def test_exact_tests_when_expected_counts_are_tiny():
         (PlanSegment("all", Rule(), {"a": 0.3, "b": 0.7}),),
     )
     rows = pd.DataFrame({"cell": "optimized", "arm": ["a"] * 1 + ["b"] * 9, "segment_id": "all"})
-    row = sample_ratio_check(rows, two_arm).tests.query("cell == 'optimized'").iloc[0]
+    row = sample_ratio_check(rows, two_arm).tests.query("level == 'arms' and cell == 'optimized'").iloc[0]
     assert row["method"] == "exact binomial"
     assert row["pvalue"] == pytest.approx(stats.binomtest(1, 10, 0.3).pvalue)
 
@@ -311,7 +315,7 @@ def test_pooling_when_exact_enumeration_is_too_large():
     rows = pd.DataFrame(
         {"cell": "optimized", "arm": ["control"] * 291 + ["flip", "flat", "mild"] * 3, "segment_id": "all"}
     )
-    row = sample_ratio_check(rows, floor).tests.query("cell == 'optimized'").iloc[0]
+    row = sample_ratio_check(rows, floor).tests.query("level == 'arms' and cell == 'optimized'").iloc[0]
     assert row["method"] == "chi-square, pooled" and row["df"] == 1
     assert "pooled ['flip', 'flat', 'mild']" in row["note"]
     assert row["pvalue"] == pytest.approx(1.0)
@@ -319,7 +323,11 @@ def test_pooling_when_exact_enumeration_is_too_large():
     rows = pd.DataFrame(
         {"cell": "optimized", "arm": ["control"] * 188 + ["flip", "flat", "mild"] * 4, "segment_id": "all"}
     )
-    row = sample_ratio_check(rows, floor_plan((0.985, 0.005, 0.005, 0.005))).tests.query("cell == 'optimized'").iloc[0]
+    row = (
+        sample_ratio_check(rows, floor_plan((0.985, 0.005, 0.005, 0.005)))
+        .tests.query("level == 'arms' and cell == 'optimized'")
+        .iloc[0]
+    )
     assert row["method"] == "exact binomial, pooled"
     assert row["pvalue"] == pytest.approx(stats.binomtest(12, 200, 0.015).pvalue)
 

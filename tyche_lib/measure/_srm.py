@@ -16,13 +16,17 @@ from ..core._rows import RowsError
 
 __all__ = ["SampleRatioResult", "sample_ratio_check"]
 
-# How the family-wise alpha is split between the three kinds of stochastic test (weighted
-# Bonferroni). The arm totals get most of it: losing or duplicating one arm's rows moves that arm's
-# total by the whole amount lost, so they see it best (their deficit is the score statistic for
-# "arm a lost a fraction of its rows"); the cells and per-segment tests mostly catch routing faults,
-# which move counts so far that their share of alpha hardly matters. A kind with no test in a round
-# gives its share to the others, in proportion.
-ALPHA_SHARES = {"arm totals": 0.6, "cells": 0.2, "arms": 0.2}
+# How the family-wise alpha is split between the kinds of stochastic test (weighted Bonferroni).
+# The arm totals over the round get most of it: losing or duplicating one arm's rows moves that
+# arm's total by the whole amount lost (its deficit is the score statistic for "arm a lost a share
+# of its rows"). The arm totals within the optimized cell are the same statistic for a loss confined
+# to that cell, where an arm at the allocation floor has too few rows for the round's total to see
+# it. The cells and per-segment tests mostly catch routing faults, which move counts so far that
+# their share of alpha hardly matters. A kind with no test in a round gives its share to the others,
+# in proportion.
+ALPHA_SHARES = {"arm totals": 0.5, "optimized arm totals": 0.2, "cells": 0.1, "arms": 0.2}
+# Levels whose tests are one per arm: with two arms each count is n minus the other, one test.
+_PER_ARM_LEVELS = ("arm totals", "optimized arm totals")
 # Pearson's chi-square approximation is trusted when every expected count is at least this.
 MIN_EXPECTED = 5.0
 # Largest number of possible outcomes an exact multinomial test enumerates (~0.1 s).
@@ -84,8 +88,9 @@ class SampleRatioResult:
     n_tests : int
         Number of stochastic component tests (those sharing ``alpha``).
     tests : DataFrame
-        One row per component: ``level`` (``"arm totals"``, ``"cells"``, ``"arms"`` or
-        ``"segments"``), ``cell``, ``segment``, ``arm`` (arm totals), ``n``, ``statistic``, ``df``,
+        One row per component: ``level`` (``"arm totals"``, ``"optimized arm totals"``,
+        ``"cells"``, ``"arms"`` or ``"segments"``), ``cell``, ``segment``, ``arm`` (arm totals),
+        ``n``, ``statistic``, ``df``,
         ``pvalue``, ``threshold`` (the component's share of ``alpha``; NaN for a deterministic
         check), ``method``, ``observed``, ``expected``, ``failed``, ``note`` (pooling done,
         impossible arms seen, how far an arm total is off).
@@ -137,6 +142,8 @@ class SampleRatioResult:
 def _where(t: pd.Series) -> str:
     if t.level == "arm totals":
         return f"arm {t.arm!r} over the whole round"
+    if t.level == "optimized arm totals":
+        return f"arm {t.arm!r} over the optimized cell"
     if t.level == "cells":
         return "visitors per cell"
     if t.level == "segments":
@@ -151,7 +158,12 @@ def _rounded(d: dict) -> dict:
 
 def _split_text(tests: pd.DataFrame) -> str:
     parts = []
-    for level, what in (("arm totals", "per arm total"), ("cells", "cells"), ("arms", "per cell x segment")):
+    for level, what in (
+        ("arm totals", "per arm total"),
+        ("optimized arm totals", "per optimized-cell arm total"),
+        ("cells", "cells"),
+        ("arms", "per cell x segment"),
+    ):
         thresholds = tests.loc[tests["level"] == level, "threshold"].dropna()
         if len(thresholds):
             parts.append(f"{thresholds.iloc[0]:.3g} {what}")
@@ -171,13 +183,15 @@ def _adjusted(tests: pd.DataFrame, alpha: float) -> pd.Series:
 def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> SampleRatioResult:
     """Test whether visitors reached cells and arms in the proportions the plan implies.
 
-    Three kinds of stochastic component test, which share ``alpha`` (see Notes):
+    Four kinds of stochastic component test, which share ``alpha`` (see Notes):
 
     - **arm totals**: for each arm, its count over the whole round against the count the plan
       implies for the visitors seen, :math:`E_a = \\sum_s n_s\\, p(a \\mid s)` over the recorded
       segments (segments follow from covariates, so their sizes :math:`n_s` are given; the plan fixes
       the arm split inside each). A round that lost, or duplicated, rows of one arm shows here, and
       the failing row names the arm;
+    - **optimized arm totals**: the same within the optimized cell, against
+      :math:`\\sum_s n^{opt}_s\\, \\mathrm{alloc}_s(a)`, for a loss confined to that cell;
     - **cells**: visitors per cell against the plan's cell weights;
     - **arms**, within each cell and recorded segment: the explore cell against a uniform split, the
       optimized cell against the segment's allocation (routing faults local to one segment).
@@ -221,8 +235,9 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
     normal tail). The p-value is two-sided, twice the smaller tail, and the statistic is the z-score
     :math:`(O_a - E_a) / \\sqrt{V_a}`, :math:`V_a = \\sum_s n_s q_{sa}(1 - q_{sa})`. If arm :math:`a`
     loses a fraction :math:`f` of its rows at random, :math:`E_a - O_a` is the score statistic for
-    :math:`f` at 0, so no test on these counts is more powerful against a small loss of one arm; a
-    loss confined to one cell or segment still moves the arm's total by all the rows lost.
+    :math:`f` at 0, so no test on these counts is more powerful against a small loss of one arm.
+    The optimized arm totals are the same test on the optimized cell's visitors per segment and the
+    segments' allocations: the score statistic for a loss confined to that cell.
 
     **Other components.** Each tests observed counts :math:`O_j` against :math:`E_j = n p_j`. With
     every :math:`E_j \\ge 5`, Pearson's :math:`X^2 = \\sum_j (O_j - E_j)^2 / E_j` is referred to
@@ -236,10 +251,10 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
     **Alpha split.** The verdict controls the family-wise false-alarm rate at ``alpha`` by weighted
     Bonferroni: component :math:`i` fails when :math:`p_i < \\alpha w_i` with :math:`\\sum_i w_i = 1`,
     so :math:`P(\\text{any fails}) \\le \\sum_i \\alpha w_i = \\alpha` whatever their dependence. The
-    weights are :data:`ALPHA_SHARES`: 0.6 to the arm totals (split equally over the :math:`K` arms;
-    with two arms the two totals are one test and it gets all 0.6), 0.2 to the cells test and 0.2
-    split equally over the per-(cell, segment) tests; a kind with no test in the round hands its
-    share to the others in proportion. Deterministic checks take no share. The result's
+    weights are ``ALPHA_SHARES``: 0.5 to the arm totals and 0.2 to the optimized arm totals (each
+    split equally over the :math:`K` arms; with two arms the two totals are one test, which gets the
+    whole share), 0.1 to the cells test and 0.2 split equally over the per-(cell, segment) tests; a
+    kind with no test in the round hands its share to the others in proportion. Deterministic checks take no share. The result's
     ``adjusted_pvalue`` is :math:`\\min_i p_i / w_i`, the smallest ``alpha`` at which the rows fail.
 
     References
@@ -274,7 +289,9 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
     if len(rows):
         counts = np.bincount((cell * n_segs + seg) * n_arms + arm, minlength=3 * n_segs * n_arms)
         counts = counts.reshape(3, n_segs, n_arms)
-        components.extend(_arm_totals(counts.sum(axis=0), plan))
+        components.extend(_arm_totals("arm totals", counts.sum(axis=0), plan.segment_arm_probabilities(), plan))
+        allocations = pd.DataFrame([s.allocation for s in plan.segments], columns=list(plan.arms))
+        components.extend(_arm_totals("optimized arm totals", counts[2], allocations, plan))
         weights = np.array([plan.weights[c] for c in CELLS])
         components.append(_component("cells", None, None, CELLS, counts.sum(axis=(1, 2)), weights))
         only_control = np.eye(n_arms)[0]
@@ -321,17 +338,18 @@ def _thresholds(tests: pd.DataFrame, alpha: float, n_arms: int) -> np.ndarray:
     for level, share in present.items():
         mask = (stochastic & (tests["level"] == level)).to_numpy()
         # With two arms each total is n minus the other: the two rows are one test, with one p-value.
-        m = 1 if level == "arm totals" and n_arms == 2 else int(mask.sum())
+        m = 1 if level in _PER_ARM_LEVELS and n_arms == 2 else int(mask.sum())
         out[mask] = alpha * share / sum(present.values()) / m
     return out
 
 
-def _arm_totals(counts: np.ndarray, plan: Plan) -> list[dict[str, Any]]:
-    """One exact test per arm of its count over the round, given the visitors per recorded segment.
+def _arm_totals(level: str, counts: np.ndarray, probs: pd.DataFrame, plan: Plan) -> list[dict[str, Any]]:
+    """One exact test per arm of its total count, given the visitors per recorded segment.
 
-    ``counts`` is segments × arms, in the plan's order.
+    ``counts`` (segments × arms, in the plan's order) are the visitors of the round or of one cell;
+    ``probs`` the probability of each arm for a visitor of that segment there.
     """
-    q = np.clip(plan.segment_arm_probabilities().to_numpy(), 0.0, 1.0)
+    q = np.clip(probs.to_numpy(dtype=float), 0.0, 1.0)
     n_seg = counts.sum(axis=1)
     observed = counts.sum(axis=0)
     expected = n_seg @ q
@@ -352,8 +370,8 @@ def _arm_totals(counts: np.ndarray, plan: Plan) -> list[dict[str, Any]]:
         )
         components.append(
             {
-                "level": "arm totals",
-                "cell": None,
+                "level": level,
+                "cell": "optimized" if level == "optimized arm totals" else None,
                 "segment": None,
                 "arm": arm,
                 "n": n,
