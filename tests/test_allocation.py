@@ -7,6 +7,7 @@ every vote, and hence every win frequency, is known exactly.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -30,13 +31,14 @@ from tyche_lib import (
 ARMS = ["control", "a", "b"]
 
 
-def make_spec(covariates: dict):
+def make_spec(covariates: dict, **revision):
     return spec_from_dict(
         {
             "id": "alloc",
             "arms": ARMS,
             "covariates": covariates,
             "metrics": {"primary": {"name": "y", "family": "binary"}},
+            **revision,
         }
     )
 
@@ -59,13 +61,20 @@ def idata_with(n_draws: int):
     return az.InferenceData(posterior=xr.Dataset({"mu": (("chain", "draw"), np.zeros((2, n_draws // 2)))}))
 
 
-def level_posterior(table: dict[str, np.ndarray], counts: dict[str, int], seed: int = 0) -> DesignedPosterior:
-    """Rows of covariate ``g`` (``counts`` per level, shuffled); contrasts per level from ``table`` (draws × 2)."""
+def level_posterior(
+    table: dict[str, np.ndarray], counts: dict[str, int], seed: int = 0, spec=None, seen=None
+) -> DesignedPosterior:
+    """Rows of covariate ``g`` (``counts`` per level, shuffled); contrasts per level from ``table`` (draws × T).
+
+    The rows' arms cycle through ``seen`` (default: every arm of the spec).
+    """
+    spec = spec or make_spec({"g": "categorical"})
     levels = np.repeat(list(counts), list(counts.values()))
     observed = pd.DataFrame({"g": np.random.default_rng(seed).permutation(levels)})
+    observed["arm"] = np.resize(np.asarray(seen or spec.arms, dtype=object), len(observed))
     n_draws = len(next(iter(table.values())))
     return DesignedPosterior(
-        spec=make_spec({"g": "categorical"}),
+        spec=spec,
         observed=observed,
         idata=idata_with(n_draws),
         contrast_of=lambda prof: np.stack([table[g] for g in prof["g"]], axis=1),
@@ -158,6 +167,7 @@ def test_matches_a_brute_force_vote_over_every_row_and_draw():
             "device": rng.choice(["mobile", "desktop", "tablet"], n),
             "returning": rng.random(n) < 0.4,
             "age": rng.integers(18, 70, n).astype(float),
+            "arm": rng.choice(ARMS, n),
         }
     )
     spec = make_spec({"device": "categorical", "returning": "boolean", "age": "numeric"})
@@ -285,6 +295,98 @@ def test_the_posterior_base_is_abstract_so_a_new_engine_must_give_outcome_means(
     post = small_posterior()
     with pytest.raises(TypeError, match="outcome_mean_draws"):
         Posterior(spec=post.spec, observed=post.observed, idata=post.idata)
+
+
+# -- spec revisions: retired arms and arms without data ---------------------------------------------
+
+REVISED_ARMS = ["control", "a", "b", "new"]
+# Contrasts (a, b, new) per draw. Unrestricted, b wins draws 0-1 and new (whose contrasts a fitted
+# posterior would take from the prior alone) wins draws 2-4.
+REVISED_DRAWS = np.array(
+    [
+        [0.5, 1.0, -1.0],  # b, else a
+        [-0.5, 1.0, 0.0],  # b, else control
+        [0.2, -1.0, 3.0],  # new, else a
+        [-1.0, -1.0, 2.0],  # new, else control
+        [0.1, 0.0, 2.0],  # new, else a
+        [-0.3, -0.2, -0.1],  # control
+        [1.0, 0.5, 0.0],  # a
+        [2.0, 1.0, 1.0],  # a
+        [-1.0, -2.0, -3.0],  # control
+        [0.3, 0.2, 0.1],  # a
+    ]
+)
+
+
+def revised_posterior(seen=None):
+    """Arms control, a, b, new: b retired in revision 2, new added then and never observed."""
+    spec = spec_from_dict(
+        {
+            "id": "alloc",
+            "revision": 2,
+            "arms": REVISED_ARMS,
+            "retired_arms": ["b"],
+            "covariates": {"g": "categorical"},
+            "metrics": {"primary": {"name": "y", "family": "binary"}},
+        }
+    )
+    return level_posterior({"x": REVISED_DRAWS}, {"x": 6}, spec=spec, seen=seen or ["control", "a", "b"])
+
+
+def test_retired_and_unobserved_arms_get_no_votes_and_no_floor():
+    post = revised_posterior()
+    raw = thompson_allocation(post, everyone(), epsilon=0.0)["all"]
+    # Only control and a vote: a wins draws 0, 2, 4, 6, 7, 9; control the other four.
+    assert raw == {"control": 0.4, "a": 0.6, "b": 0.0, "new": 0.0}
+    assert list(raw) == REVISED_ARMS
+    floored = thompson_allocation(post, everyone(), epsilon=1.0)["all"]
+    # The floor is epsilon / K over the two voting arms (1 / 2 each), not over all four.
+    assert floored == {"control": 0.5, "a": 0.5, "b": 0.0, "new": 0.0}
+
+
+def test_an_added_arm_votes_once_it_has_data():
+    post = revised_posterior(seen=["control", "a", "new"])
+    alloc = thompson_allocation(post, everyone(), epsilon=0.0)["all"]
+    # Votes over control, a and new; b stays retired: new wins 2-4, a wins 0, 6, 7, 9, control 1, 5, 8.
+    assert alloc == {"control": 0.3, "a": 0.4, "b": 0.0, "new": 0.3}
+
+
+def test_explicit_arms_restrict_the_vote():
+    post = revised_posterior(seen=["control", "a", "new"])
+    assert thompson_allocation(post, everyone(), epsilon=0.0, arms=("control", "a")) == thompson_allocation(
+        revised_posterior(), everyone(), epsilon=0.0
+    )
+    only_control = thompson_allocation(post, everyone(), epsilon=0.5, arms=["control"])["all"]
+    assert only_control == {"control": 1.0, "a": 0.0, "b": 0.0, "new": 0.0}
+    for arms, fragment in [
+        (["control", "b"], "arms has 'b', a retired arm"),
+        (["control", "z"], "arms has 'z', not an arm of the posterior"),
+        (["a", "new"], "lacks the control 'control'"),
+        ("control", "not one string"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(fragment)):
+            thompson_allocation(post, everyone(), arms=arms)
+    post.observed = post.observed.drop(columns="arm")
+    with pytest.raises(ValueError, match="no 'arm' column"):
+        thompson_allocation(post, everyone())
+    assert thompson_allocation(post, everyone(), epsilon=0.0, arms=REVISED_ARMS[:2])["all"]["a"] == 0.6
+
+
+def test_allocation_builds_a_plan_in_which_the_new_arm_is_only_explored():
+    from tyche_lib import build_plan
+
+    post = revised_posterior()
+    alloc = thompson_allocation(post, everyone(), epsilon=0.02)
+    plan = build_plan(post.spec, 3, SimpleNamespace(segments=everyone()), alloc)
+    assert plan.retired_arms == ("b",) and plan.active_arms == ("control", "a", "new")
+    p = plan.segment_arm_probabilities().loc["all"]
+    w_c, w_e, w_o = 0.05, 0.05, 0.90  # the spec's default cells
+    # p(arm | x) = w_control·[arm = control] + w_explore / K_active·[arm active] + w_optimized·alloc, K_active = 3
+    assert p["control"] == pytest.approx(w_c + w_e / 3 + w_o * alloc["all"]["control"])
+    assert p["a"] == pytest.approx(w_e / 3 + w_o * alloc["all"]["a"])
+    assert p["new"] == pytest.approx(w_e / 3)
+    assert p["b"] == 0.0
+    assert alloc["all"]["control"] == pytest.approx(0.4) and alloc["all"]["a"] == pytest.approx(0.6)
 
 
 # -- integration: simulated data, a real posterior -------------------------------------------------

@@ -11,8 +11,19 @@ import pytest
 import yaml
 from scipy import stats
 
-from tyche_lib import Assigner, Condition, Plan, PlanError, PlanSegment, Rule
+from tyche_lib import (
+    Assigner,
+    Condition,
+    Plan,
+    PlanError,
+    PlanSegment,
+    Rule,
+    initial_plan,
+    sample_ratio_check,
+    spec_from_dict,
+)
 from tyche_lib.cli import main
+from tyche_lib.simulate import segment_flip, simulate_round
 
 N = 200_000
 ARMS = ("control", "blue", "green", "red")
@@ -233,3 +244,83 @@ def test_cli_takes_salt_and_traffic_share_from_the_spec(tmp_path, visitors):
     other = {**spec, "id": "pricing"}
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
     assert main([*args, "--spec", str(tmp_path / "other.yaml"), "--out", str(tmp_path / "o.csv")]) == 2
+
+
+# -- spec revisions: a retired arm -------------------------------------------------------------------
+
+RETIRED_N = 50_000
+
+
+def _retired_plan():
+    """_plan() with red retired; each segment's remaining arms keep their proportions."""
+    plan = _plan()
+    segments = tuple(
+        PlanSegment(
+            s.id,
+            s.rule,
+            {a: 0.0 if a == "red" else w / (1.0 - s.allocation["red"]) for a, w in s.allocation.items()},
+        )
+        for s in plan.segments
+    )
+    return Plan(plan.experiment_id, plan.round, ARMS, plan.weights, segments, retired_arms=("red",))
+
+
+@pytest.fixture(scope="module")
+def retired_assigned(visitors):
+    return Assigner(_retired_plan(), salt="s1").assign(visitors.iloc[:RETIRED_N])
+
+
+def test_a_retired_arm_is_never_assigned_and_explore_is_uniform_over_the_active_arms(retired_assigned):
+    assert "red" not in set(retired_assigned["arm"])
+    explore = retired_assigned.loc[retired_assigned["cell"] == "explore", "arm"].value_counts()
+    counts = explore.reindex(["control", "blue", "green"], fill_value=0).to_numpy()
+    assert counts.sum() == explore.sum()
+    assert stats.chisquare(counts, np.full(3, counts.sum() / 3)).pvalue > SRM_ALPHA
+    # By hand: p(arm | x) = w_control·[arm = control] + w_explore / K_active + w_optimized · alloc, K_active = 3.
+    alloc = {
+        "mobile": dict(zip(ARMS, (0.1 / 0.6, 0.2 / 0.6, 0.3 / 0.6, 0.0))),
+        "other": dict(zip(ARMS, (0.6 / 0.9, 0.2 / 0.9, 0.1 / 0.9, 0.0))),
+    }
+    expected = [
+        0.1 * (arm == "control") + 0.1 / 3 + 0.8 * alloc[seg][arm]
+        for arm, seg in zip(retired_assigned["arm"], retired_assigned["segment_id"])
+    ]
+    np.testing.assert_allclose(retired_assigned["assignment_prob"].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_retiring_an_arm_moves_only_its_visitors(assigned, retired_assigned):
+    before = assigned.iloc[:RETIRED_N]
+    kept = (before["arm"] != "red").to_numpy()
+    assert (retired_assigned["cell"].to_numpy() == before["cell"].to_numpy()).all()
+    assert (retired_assigned["arm"].to_numpy()[kept] == before["arm"].to_numpy()[kept]).all()
+
+
+def test_sample_ratio_check_fails_naming_a_retired_arm_that_got_rows(retired_assigned):
+    plan = _retired_plan()
+    assert sample_ratio_check(retired_assigned, plan).passed
+    tampered = retired_assigned.copy()
+    tampered.loc[tampered.index[tampered["cell"] == "explore"][0], "arm"] = "red"
+    result = sample_ratio_check(tampered, plan)
+    assert not result.passed
+    assert "probability 0 under the plan received visitors: {'red': 1}" in result.message
+
+
+def test_simulated_rounds_route_no_visitor_to_a_retired_arm():
+    scenario = segment_flip()
+    spec = spec_from_dict(
+        {
+            "id": scenario.name,
+            "revision": 2,
+            "arms": list(scenario.arms),
+            "retired_arms": ["flat"],
+            "covariates": {},
+            "metrics": {"primary": {"name": scenario.metric, "family": "binary"}},
+        }
+    )
+    plan = initial_plan(spec)
+    rows = simulate_round(scenario, plan, n=20_000, round=4, rng=3)
+    assert "flat" not in set(rows["arm"])
+    explore = rows.loc[rows["cell"] == "explore", "arm"].value_counts().reindex(["control", "flip", "mild"])
+    assert stats.chisquare(explore.to_numpy(), np.full(3, explore.sum() / 3)).pvalue > SRM_ALPHA
+    np.testing.assert_allclose(rows["assignment_prob"], plan.assignment_probabilities(rows), rtol=0, atol=0)
+    assert sample_ratio_check(rows, plan).passed

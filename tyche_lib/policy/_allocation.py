@@ -79,7 +79,44 @@ def apply_floor(weights: Mapping[str, float], epsilon: float) -> dict[str, float
     return {a: float(v) for a, v in zip(arms, values)}
 
 
-def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.02) -> dict[str, dict[str, float]]:
+def _voting_arms(posterior) -> tuple[str, ...]:
+    """The control, then every treatment of the spec that is not retired and has a row in ``observed``."""
+    observed = posterior.observed
+    if "arm" not in observed.columns:
+        raise ValueError(
+            "posterior.observed has no 'arm' column, so the arms with data are unknown; "
+            "pass arms= to thompson_allocation"
+        )
+    seen = set(observed["arm"].astype(str).unique())
+    spec = posterior.spec
+    return (spec.control, *(a for a in spec.treatments if a not in spec.retired_arms and a in seen))
+
+
+def _check_arms(posterior, arms: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(arms, str):
+        raise ValueError(f"arms = {arms!r}: pass a sequence of arm names, not one string")
+    arms = [str(a) for a in arms]
+    spec = posterior.spec
+    for arm in arms:
+        if arm not in spec.arms:
+            raise ValueError(f"arms has {arm!r}, not an arm of the posterior {list(spec.arms)}")
+        if arm in spec.retired_arms:
+            raise ValueError(f"arms has {arm!r}, a retired arm (spec.retired_arms): it gets no allocation")
+    if spec.control not in arms:
+        raise ValueError(
+            f"arms = {arms} lacks the control {spec.control!r}: a draw in which no treatment beats "
+            "the control votes for it"
+        )
+    return tuple(a for a in spec.arms if a in arms)
+
+
+def thompson_allocation(
+    posterior,
+    segments: Sequence[Any],
+    epsilon: float = 0.02,
+    *,
+    arms: Sequence[str] | None = None,
+) -> dict[str, dict[str, float]]:
     """Each segment's arm weights: the posterior probability that the arm is the segment's best.
 
     Parameters
@@ -89,13 +126,19 @@ def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.0
         Objects with ``.id`` and ``.rule`` (:class:`DiscoveredSegment`, :class:`PlanSegment`). A
         segment's members are the posterior's observed rows its rule matches.
     epsilon : float
-        Safety floor in [0, 1]: no arm below ``epsilon / K`` (see :func:`apply_floor`).
+        Safety floor in [0, 1]: no voting arm below ``epsilon / K_vote`` (see :func:`apply_floor`),
+        ``K_vote`` the number of voting arms.
+    arms : sequence of str, optional
+        The arms that vote: the control and any active treatments of the posterior's spec. Default: the control
+        and every treatment that is active (not in ``spec.retired_arms``) and has at least one row
+        in ``posterior.observed`` (which then needs an ``arm`` column, as every fitted posterior has).
 
     Returns
     -------
     dict
-        ``{segment id: {arm: weight}}``, segments in the given order, arms in the spec's order
-        (control first), each inner dict summing to 1.
+        ``{segment id: {arm: weight}}``, segments in the given order, every arm of the spec in the
+        spec's order (control first), each inner dict summing to 1; an arm outside ``arms`` has
+        weight 0.
 
     Raises
     ------
@@ -103,7 +146,8 @@ def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.0
         When ``posterior`` is not one of the three posterior result types.
     ValueError
         When the posterior has no observed rows, ``epsilon`` is outside [0, 1], ``segments`` is
-        empty or repeats an id, or a segment's rule matches no observed row.
+        empty or repeats an id, a segment's rule matches no observed row, ``arms`` names an arm not
+        in the spec or a retired one, or lacks the control.
     KeyError
         When a rule tests a column the observed rows lack.
 
@@ -111,9 +155,17 @@ def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.0
     -----
     Each posterior draw casts one vote per segment. The draw's treatment-minus-control contrasts
     are averaged over the segment's members, ``c̄_t = (1/|S|) Σ_{i∈S} c_{i,t}``; the vote goes to
-    ``argmax_t c̄_t`` if that contrast is positive, and to the control otherwise (a contrast of
-    exactly 0 is not positive). An exact tie between treatments goes to the first in arm order.
-    An arm's weight is its share of the votes, then the floor is applied.
+    ``argmax_t c̄_t`` over the voting treatments if that contrast is positive, and to the control
+    otherwise (a contrast of exactly 0 is not positive). An exact tie between treatments goes to
+    the first in arm order. An arm's weight is its share of the votes, then the floor is applied
+    to the voting arms.
+
+    **Which arms vote.** A retired arm never votes and gets no floor: it leaves the plan. An arm
+    with no row in the data the posterior was fitted on (one the spec has just added) does not vote
+    either: its contrasts are the prior alone, wide enough to win many draws on no evidence, and the
+    floor would give it traffic the plan's explore cell already gives. Such an arm gets only the
+    explore cell's ``w_explore / K_active`` until its first round of data is in the posterior; then
+    it votes like any other.
 
     Averages come from :meth:`Posterior.mean_contrast_draws`, which works on unique covariate
     profiles in chunks: the cost grows with the number of profiles, not of rows. Segments that
@@ -140,6 +192,7 @@ def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.0
     require_posterior(posterior)
     epsilon = _check_epsilon(epsilon)
     require_observed(posterior, "thompson_allocation")
+    voting = _voting_arms(posterior) if arms is None else _check_arms(posterior, arms)
     segments = list(segments)
     if not segments:
         raise ValueError("segments is empty: pass at least one segment (e.g. a policy tree's segments)")
@@ -162,10 +215,18 @@ def thompson_allocation(posterior, segments: Sequence[Any], epsilon: float = 0.0
     else:
         means = np.concatenate([posterior.mean_contrast_draws(np.where(m, 0, -1), 1)[0] for m in masks], axis=1)
 
-    # means: draws × segments × treatments. Votes: arm index per draw and segment, 0 = control.
-    best = means.argmax(axis=2)
-    best_contrast = np.take_along_axis(means, best[..., None], axis=2)[..., 0]
-    votes = np.where(best_contrast > 0, best + 1, 0)
-    arms = posterior.arms
-    wins = (votes[..., None] == np.arange(len(arms))).mean(axis=0)  # segments × arms
-    return {seg_id: apply_floor(dict(zip(arms, (float(w) for w in row))), epsilon) for seg_id, row in zip(ids, wins)}
+    # means: draws × segments × treatments. Votes: voting-arm index per draw and segment, 0 = control.
+    treatments = [j for j, t in enumerate(posterior.treatments) if t in voting]
+    if treatments:
+        means = means[..., treatments]
+        best = means.argmax(axis=2)
+        best_contrast = np.take_along_axis(means, best[..., None], axis=2)[..., 0]
+        votes = np.where(best_contrast > 0, best + 1, 0)
+    else:
+        votes = np.zeros(means.shape[:2], dtype=np.int64)
+    wins = (votes[..., None] == np.arange(len(voting))).mean(axis=0)  # segments × voting arms
+    allocation = {}
+    for seg_id, row in zip(ids, wins):
+        shares = apply_floor(dict(zip(voting, (float(w) for w in row))), epsilon)
+        allocation[seg_id] = {a: shares.get(a, 0.0) for a in posterior.arms}
+    return allocation

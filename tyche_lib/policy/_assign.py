@@ -86,13 +86,16 @@ class Assigner:
 
     - enrolment: enrolled when ``u_traffic < traffic_share`` and the id is not excluded;
     - cell: ``argmin_c E_c / w_c`` with ``E_c = -log u_{cell:c}``, one exponential per cell;
-    - arm: control cell → control; explore cell → ``argmin_a E_a``; optimized cell →
-      ``argmin_a E_a / alloc[segment(x)][a]``, with ``E_a = -log u_{arm:a}`` keyed by the arm's name.
+    - arm: control cell → control; explore cell → ``argmin_a E_a`` over the plan's active arms;
+      optimized cell → ``argmin_a E_a / alloc[segment(x)][a]``, with ``E_a = -log u_{arm:a}`` keyed
+      by the arm's name. A retired arm is never assigned: it is outside the explore race and its
+      allocation is 0 (``E_a / 0 = ∞``).
 
     The race of exponentials picks ``j`` with probability exactly ``w_j / Σ w`` (the minimum of
     independent exponentials with rates ``w_j`` is attained at ``j`` with that probability), so the
     recorded probability is exactly ``plan.arm_probabilities``. Because a visitor's exponentials do
-    not depend on the plan, a changed plan moves few visitors: this is weighted rendezvous hashing
+    not depend on the plan, a changed plan moves few visitors (retiring an arm moves only its
+    visitors; adding one moves only those it takes): this is weighted rendezvous hashing
     (P-MinHash), whose expected moved fraction is ``1 - J_P(w, w')`` with
     ``J_P = Σ_a 1 / Σ_b max(w_b / w_a, w'_b / w'_a)``. It equals the total-variation distance
     ``TV(w, w')`` (the least any scheme can move) whenever mass flows into arms that grow from arms
@@ -204,7 +207,13 @@ class Assigner:
             cell_idx = _exponential_race(cell_exp, cell_weights[None, :])
 
             arms = self.plan.arms
-            arm_exp = np.column_stack([-np.log(_uniforms(kept, f"arm:{a}")) for a in arms])
+            # A retired arm's exponential is +inf: it loses every race, in the explore cell too.
+            arm_exp = np.column_stack(
+                [
+                    np.full(len(kept), np.inf) if a in self.plan.retired_arms else -np.log(_uniforms(kept, f"arm:{a}"))
+                    for a in arms
+                ]
+            )
             sub = rows.iloc[idx]
             seg = self.plan.segment_of(sub)
             alloc = (

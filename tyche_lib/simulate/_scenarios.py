@@ -426,8 +426,9 @@ def simulate_round(
 
     Each visitor's covariates are drawn from the scenario; the visitor then falls in a cell with
     the plan's cell weights: the control cell gives the control arm, the explore cell an arm uniform
-    over all arms, the optimized cell an arm drawn from the allocation of the visitor's segment
-    (``plan.segment_of``). Outcomes are drawn from the scenario's truth under the arm received.
+    over the plan's active arms, the optimized cell an arm drawn from the allocation of the visitor's
+    segment (``plan.segment_of``), so a retired arm gets no visitors. Outcomes are drawn from the
+    scenario's truth under the arm received.
 
     Parameters
     ----------
@@ -478,12 +479,12 @@ def simulate_round(
     x = scenario.draw_covariates(n, rng)
     seg_ids = plan.segment_of(x)
     seg_code = pd.Index(plan.segment_ids).get_indexer(seg_ids) if n else np.zeros(0, dtype=np.int64)
-    k = len(plan.arms)
+    active = pd.Index(plan.arms).get_indexer(plan.active_arms)
     cell_code = _draw_category(np.array([plan.weights[c] for c in CELLS]), rng.random(n))
     alloc = np.array([[s.allocation[a] for a in plan.arms] for s in plan.segments])
     arm_code = np.select(
         [cell_code == 0, cell_code == 1],
-        [0, rng.integers(0, k, n)],
+        [0, active[rng.integers(0, len(active), n)]],
         default=_draw_category(alloc[seg_code], rng.random(n)),
     )
     probs = plan.segment_arm_probabilities().to_numpy()[seg_code, arm_code]
@@ -518,12 +519,14 @@ def simulate_round(
 def _draw_category(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Category index of each uniform in ``u``; ``weights`` is one probability row per draw or one shared row."""
     cum = np.cumsum(weights, axis=-1)
-    # u falls in category j when cum[j-1] <= u < cum[j]; the clip absorbs cum[-1] rounding below 1.
+    # u falls in category j when cum[j-1] <= u < cum[j]. The clip absorbs cum[-1] rounding below 1,
+    # onto the last category of positive weight: one of weight 0 (a retired arm) is never drawn.
+    last = weights.shape[-1] - 1 - np.argmax(weights[..., ::-1] > 0, axis=-1)
     if cum.ndim == 1:
         code = np.searchsorted(cum[:-1], u, side="right")
     else:
         code = (cum[:, :-1] <= u[:, None]).sum(axis=1)
-    return np.minimum(code, weights.shape[-1] - 1)
+    return np.minimum(code, last)
 
 
 def _draw_metric(
