@@ -193,12 +193,14 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
     - **optimized arm totals**: the same within the optimized cell, against
       :math:`\\sum_s n^{opt}_s\\, \\mathrm{alloc}_s(a)`, for a loss confined to that cell;
     - **cells**: visitors per cell against the plan's cell weights;
-    - **arms**, within each cell and recorded segment: the explore cell against a uniform split, the
-      optimized cell against the segment's allocation (routing faults local to one segment).
+    - **arms**, within each cell and recorded segment: the explore cell against a uniform split over
+      the active arms, the optimized cell against the segment's allocation (routing faults local to
+      one segment).
 
     Deterministic checks fail outright: an arm or cell with probability 0 under the plan that
-    received visitors (e.g. any arm but control in the control cell) and, when the rows hold the
-    covariates the plan's rules test, a recorded ``segment_id`` other than ``plan.segment_of(rows)``.
+    received visitors (e.g. any arm but control in the control cell, or a retired arm, which the
+    failing row names) and, when the rows hold the covariates the plan's rules test, a recorded
+    ``segment_id`` other than ``plan.segment_of(rows)``.
 
     Parameters
     ----------
@@ -298,7 +300,7 @@ def sample_ratio_check(rows: pd.DataFrame, plan: Plan, alpha: float = 0.001) -> 
         components.append(_component("arms", "control", None, plan.arms, counts[0].sum(axis=0), only_control))
         for j, segment in enumerate(plan.segments):
             if counts[1, j].sum():
-                uniform = np.full(n_arms, 1.0 / n_arms)
+                uniform = np.array(list(plan.explore_allocation.values()))  # 0 for a retired arm
                 components.append(_component("arms", "explore", segment.id, plan.arms, counts[1, j], uniform))
             if counts[2, j].sum():
                 alloc = np.array([segment.allocation[a] for a in plan.arms])
