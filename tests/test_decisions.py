@@ -269,6 +269,8 @@ def test_rules_fire_in_the_stated_order():
     assert halt.decision == Decision.HALT and halt.arm is None
     assert "sample ratio mismatch: cells" in halt.reasons[0] and "no effect is interpreted" in halt.reasons[0]
     assert recommend(False, clean, history, **rule).decision == Decision.HALT
+    missing = recommend(None, clean, history, **rule)  # no stored result: fails closed
+    assert missing.decision == Decision.HALT and "no sample-ratio result" in missing.reasons[0]
     # 2. A failed guardrail blocks shipping the otherwise winning arm.
     blocked = recommend(True, harmful, history, **rule)
     assert blocked.decision == Decision.STOP and blocked.arm == "a" and blocked.stop_arms == ("a",)

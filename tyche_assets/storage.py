@@ -26,13 +26,14 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster_duckdb import DuckDBResource
 
 from tyche_lib import Decision, ExperimentSpec, Plan, PolicyTree, Posterior, Recommendation, initial_plan
 from tyche_lib.model import BinaryPosterior, ContinuousPosterior, HurdlePosterior
 
 from .lineage import text_version
-from .partitions import round_key, rounds_up_to
+from .partitions import round_key, round_number, rounds_up_to
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -147,6 +148,12 @@ class TycheStorage(dg.ConfigurableResource):
     def raw_rows_path(self, experiment_id: str, round_: int) -> Path:
         return self.path("storage", "raw", experiment_id, f"{round_key(round_)}.parquet")
 
+    def staged_rows_path(self, experiment_id: str, round_: int) -> Path:
+        return self.path("storage", "staged", experiment_id, f"{round_key(round_)}.parquet")
+
+    def staged_meta_path(self, experiment_id: str, round_: int) -> Path:
+        return self.path("storage", "staged", experiment_id, f"{round_key(round_)}.json")
+
     def posterior_path(self, experiment_id: str, round_: int) -> Path:
         return self.path("storage", "posteriors", experiment_id, f"{round_key(round_)}.nc")
 
@@ -172,12 +179,19 @@ class TycheStorage(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection with every fixed table created."""
+        """A connection with every fixed table created, closed on success and on every error.
+
+        (``DuckDBResource.get_connection`` closes only on success: a connection left open by a failed
+        step keeps the database file locked for every other process.)
+        """
         Path(self.duckdb.database).parent.mkdir(parents=True, exist_ok=True)
         with self.duckdb.get_connection() as conn:
-            for ddl in TABLES.values():
-                conn.execute(ddl)
-            yield conn
+            try:
+                for ddl in TABLES.values():
+                    conn.execute(ddl)
+                yield conn
+            finally:
+                conn.close()
 
     @staticmethod
     def visitors_table(experiment_id: str) -> str:
@@ -212,33 +226,112 @@ class TycheStorage(dg.ConfigurableResource):
 
         A failure rolls back: the rows stored before stay as they were.
         """
+        with TycheStorage.transaction(conn):
+            TycheStorage._replace(conn, table, experiment_id, round_, frame)
+
+    @staticmethod
+    def _replace(
+        conn: duckdb.DuckDBPyConnection, table: str, experiment_id: str, round_: int, frame: pd.DataFrame
+    ) -> None:
+        """Delete-then-insert of one partition, inside the caller's transaction."""
         visitors = TycheStorage.visitors_table(experiment_id)
         if table not in TABLES and table != visitors:
             raise ValueError(f"unknown table {table!r}")
-        with TycheStorage.transaction(conn):
-            if table == visitors and not TycheStorage.table_exists(conn, table):
-                conn.register("_tyche_frame", frame)
-                conn.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _tyche_frame LIMIT 0')
-                conn.unregister("_tyche_frame")
-            conn.execute(f'DELETE FROM "{table}" WHERE experiment_id = ? AND round = ?', [experiment_id, int(round_)])
-            if len(frame):
-                conn.register("_tyche_frame", frame)
-                conn.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _tyche_frame')
-                conn.unregister("_tyche_frame")
+        if table == visitors and not TycheStorage.table_exists(conn, table):
+            conn.register("_tyche_frame", frame)
+            conn.execute(f'CREATE TABLE "{table}" AS SELECT * FROM _tyche_frame LIMIT 0')
+            conn.unregister("_tyche_frame")
+        conn.execute(f'DELETE FROM "{table}" WHERE experiment_id = ? AND round = ?', [experiment_id, int(round_)])
+        if len(frame):
+            conn.register("_tyche_frame", frame)
+            conn.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _tyche_frame')
+            conn.unregister("_tyche_frame")
 
     # -- rows --------------------------------------------------------------------------------------
 
-    def save_raw_rows(self, experiment_id: str, round_: int, rows: pd.DataFrame) -> pd.DataFrame:
-        """Store the rows as received (``storage/raw``) and return the stored frame.
+    def save_raw_rows(self, experiment_id: str, round_: int, raw: pd.DataFrame) -> None:
+        """Store the rows as received (``storage/raw``), as :func:`raw_for_storage` made them."""
+        _write_parquet_atomic(raw, self.raw_rows_path(experiment_id, round_))
 
-        Mixed-type columns are kept as text so any input can be stored for the investigation; the
-        other columns are shared with ``rows``, not copied: neither frame is modified afterwards.
+    # -- staged rounds: received and typed, not yet part of the experiment's history --------------
+
+    def stage_round(self, experiment_id: str, round_: int, typed: pd.DataFrame | None, meta: dict) -> None:
+        """Keep a received round's typed rows (or None: they failed normalisation) and what describes
+        it (data version, rows, the spec it was received under) beside the raw copy.
+
+        Nothing reaches DuckDB here: :meth:`accept_round` moves the rows into the experiment's
+        history once every blocking check has passed, so a bad round never shapes a stored table.
         """
-        raw = pd.DataFrame(
-            {col: _as_text(rows[col]) if rows[col].dtype == object else rows[col] for col in rows.columns}, copy=False
-        )
-        raw.to_parquet(self.raw_rows_path(experiment_id, round_), index=False)
-        return raw
+        rows_path = self.staged_rows_path(experiment_id, round_)
+        if typed is not None:
+            _write_parquet_atomic(typed, rows_path)
+        elif rows_path.exists():
+            rows_path.unlink()  # rows of an earlier landing no longer describe what was received
+        write_text_atomic(self.staged_meta_path(experiment_id, round_), json.dumps(meta, sort_keys=True, indent=2))
+
+    def staged_meta(self, experiment_id: str, round_: int) -> dict | None:
+        path = self.staged_meta_path(experiment_id, round_)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def load_staged_rows(self, experiment_id: str, round_: int, columns: list[str] | None = None) -> pd.DataFrame:
+        """The round's typed rows as received (empty when they failed normalisation)."""
+        path = self.staged_rows_path(experiment_id, round_)
+        if not path.exists():
+            return pd.DataFrame()
+        if columns is not None:
+            present = set(pq.read_schema(path).names)
+            columns = [c for c in dict.fromkeys(columns) if c in present]
+        return pd.read_parquet(path, columns=columns)
+
+    def received_rounds(self, experiment_id: str) -> list[int]:
+        """Rounds whose rows have been received (ingested), whether or not they passed their checks."""
+        folder = self.root_path / "storage" / "staged" / experiment_id
+        if not folder.is_dir():
+            return []
+        return sorted(round_number(p.stem) for p in folder.glob("r*.json"))
+
+    def previous_spec(self, experiment_id: str, round_: int | None = None) -> tuple[int, dict] | None:
+        """(round, spec snapshot) of the latest round received before ``round_`` (any round when None)."""
+        earlier = [r for r in self.received_rounds(experiment_id) if round_ is None or r < round_]
+        for r in reversed(earlier):
+            meta = self.staged_meta(experiment_id, r)
+            if meta and meta.get("spec"):
+                return r, meta["spec"]
+        return None
+
+    def accept_round(self, experiment_id: str, round_: int, run_id: str) -> None:
+        """Move a round that passed every blocking check into the experiment's history, in one transaction.
+
+        The visitors table and ``round_data`` change together or not at all. Accepting the same
+        content again writes nothing.
+        """
+        meta = self.staged_meta(experiment_id, round_)
+        if meta is None or not self.staged_rows_path(experiment_id, round_).exists():
+            raise dg.Failure(
+                f"round {round_} of {experiment_id} has no staged rows: materialise round_visitors for it first"
+            )
+        table = self.visitors_table(experiment_id)
+        with self.connect() as conn:
+            stored = conn.execute(
+                "SELECT data_version FROM round_data WHERE experiment_id = ? AND round = ?", [experiment_id, round_]
+            ).fetchall()
+            if stored and stored[0][0] == meta["data_version"] and self.table_exists(conn, table):
+                return
+            typed = self.load_staged_rows(experiment_id, round_)
+            record = pd.DataFrame(
+                [
+                    {
+                        "experiment_id": experiment_id,
+                        "round": round_,
+                        "data_version": meta["data_version"],
+                        "n_rows": meta["n_rows"],
+                        "run_id": run_id,
+                    }
+                ]
+            )
+            with self.transaction(conn):
+                self._replace(conn, table, experiment_id, round_, typed)
+                self._replace(conn, "round_data", experiment_id, round_, record)
 
     def load_raw_rows(self, experiment_id: str, round_: int) -> pd.DataFrame:
         return pd.read_parquet(self.raw_rows_path(experiment_id, round_))
@@ -248,10 +341,36 @@ class TycheStorage(dg.ConfigurableResource):
         with self.connect() as conn:
             return _passed_rounds(conn, experiment_id, up_to)
 
-    def load_visitors(self, experiment_id: str, rounds: list[int], columns: list[str] | None = None) -> pd.DataFrame:
-        """Typed rows of ``rounds`` in arrival order (round, assigned_at, visitor_id): all columns, or ``columns``."""
+    def load_visitors(
+        self,
+        experiment_id: str,
+        rounds: list[int],
+        columns: list[str] | None = None,
+        *,
+        first_exposure: bool = False,
+    ) -> pd.DataFrame:
+        """Typed rows of ``rounds`` in arrival order (round, assigned_at, visitor_id): all columns, or ``columns``.
+
+        ``first_exposure``: one row per visitor, their earliest (a spec with ``repeat_visitors``).
+        """
         with self.connect() as conn:
-            return _load_visitors(conn, experiment_id, rounds, columns)
+            return _load_visitors(conn, experiment_id, rounds, columns, first_exposure=first_exposure)
+
+    def visitors_seen_before(self, experiment_id: str, round_: int, visitor_ids: pd.Series) -> pd.DataFrame:
+        """Visitor ids of ``visitor_ids`` already in an earlier accepted round: ``visitor_id, round``."""
+        table = self.visitors_table(experiment_id)
+        with self.connect() as conn:
+            if not self.table_exists(conn, table):
+                return pd.DataFrame(columns=["visitor_id", "round"])
+            conn.register("_tyche_ids", pd.DataFrame({"visitor_id": visitor_ids.astype(str).unique()}))
+            try:
+                return conn.execute(
+                    f'SELECT v.visitor_id, min(v.round) AS round FROM "{table}" v JOIN _tyche_ids i USING (visitor_id) '
+                    "WHERE v.experiment_id = ? AND v.round < ? GROUP BY v.visitor_id ORDER BY round, v.visitor_id",
+                    [experiment_id, int(round_)],
+                ).df()
+            finally:
+                conn.unregister("_tyche_ids")
 
     def check_result(self, experiment_id: str, round_: int, check_name: str) -> tuple[bool, str] | None:
         """(passed, message) of a blocking check on a round; ``None`` when it has no stored result."""
@@ -304,7 +423,7 @@ class TycheStorage(dg.ConfigurableResource):
         """
         rounds = self._rounds_used(spec.id, round_)
         files = self._posterior_files(spec.id, round_)
-        rows = self.load_visitors(spec.id, rounds, columns=columns)
+        rows = self.load_visitors(spec.id, rounds, columns=columns, first_exposure=spec.repeat_visitors)
         fitted = _posterior_from_files(files, spec, rows)
         if not fitted.fitted_on(rows):
             raise dg.Failure(
@@ -415,10 +534,26 @@ class TycheStorage(dg.ConfigurableResource):
         """Store ``plan`` as the plan governing ``plan.round``; returns its JSON's data version.
 
         The table row is written in a transaction before the JSON file, so a published file always has
-        its row (the serving side reads the file).
+        its row (the serving side reads the file); ``<plan file>.run.json`` names the run. Once the
+        round the plan governs has been received (served under it), the plan is history: the same
+        plan again writes nothing, a different one is refused.
         """
         text = plan.to_json()
         version = text_version(text)
+        with self.connect() as conn:
+            stored = conn.execute(
+                "SELECT plan_json FROM plans WHERE experiment_id = ? AND governs_round = ?",
+                [plan.experiment_id, plan.round],
+            ).fetchall()
+        if stored and plan.round in self.received_rounds(plan.experiment_id):
+            if stored[0][0] == text:
+                return version  # history reproduced: the record of the run that published it stays
+            raise dg.Failure(
+                f"the plan for round {plan.round} of {plan.experiment_id} is history: round {plan.round} was "
+                f"already received, served under the published plan ({self.plan_path(plan.experiment_id, plan.round)}), "
+                "and the plan built now differs. Published history is never rewritten: the rows or code behind "
+                "it changed; restore them, or correct the experiment as a new experiment id."
+            )
         with self.connect() as conn, self.transaction(conn):
             conn.execute(
                 "DELETE FROM plans WHERE experiment_id = ? AND governs_round = ?", [plan.experiment_id, plan.round]
@@ -428,6 +563,7 @@ class TycheStorage(dg.ConfigurableResource):
                 [plan.experiment_id, produced_by_round, plan.round, text, version, run_id],
             )
         write_text_atomic(self.plan_path(plan.experiment_id, plan.round), text)
+        self.write_plan_run(plan, run_id, version)
         return version
 
     def ensure_initial_plan(self, spec: ExperimentSpec) -> None:
@@ -456,6 +592,14 @@ class TycheStorage(dg.ConfigurableResource):
             text = plan_in_force_json(conn, experiment_id, round_)
         return None if text is None else Plan.from_json(text)
 
+    def plan_published_for(self, experiment_id: str, round_: int) -> bool:
+        """Whether a plan governing exactly ``round_`` has been published."""
+        with self.connect() as conn:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM plans WHERE experiment_id = ? AND governs_round = ?", [experiment_id, round_]
+            ).fetchone()
+        return bool(count)
+
     def published_plans(self, experiment_id: str) -> list[Plan]:
         """Every plan published for the experiment, in the order of the rounds they govern."""
         with self.connect() as conn:
@@ -478,6 +622,15 @@ class TycheStorage(dg.ConfigurableResource):
         """The report in the ``reports``, ``report_effects`` and ``held_out_segment_effects`` tables and
         ``reports/<experiment>/<round key>.json``."""
         text = json.dumps(json_safe(report), sort_keys=True, indent=2) + "\n"
+        path = self.report_path(experiment_id, round_)
+        later = [r for r in self.received_rounds(experiment_id) if r > round_]
+        if later and path.exists():
+            if path.read_text() == text:
+                return
+            raise dg.Failure(
+                f"the report of round {round_} of {experiment_id} is history: round(s) {later} were received after "
+                f"it, and the report built now differs from {path}. Published reports are never rewritten."
+            )
         row = pd.DataFrame(
             [
                 {
@@ -595,17 +748,26 @@ def _passed_rounds(conn: duckdb.DuckDBPyConnection, experiment_id: str, up_to: i
 
 
 def _load_visitors(
-    conn: duckdb.DuckDBPyConnection, experiment_id: str, rounds: list[int], columns: list[str] | None = None
+    conn: duckdb.DuckDBPyConnection,
+    experiment_id: str,
+    rounds: list[int],
+    columns: list[str] | None = None,
+    *,
+    first_exposure: bool = False,
 ) -> pd.DataFrame:
     """Read through Arrow: about twice as fast as DuckDB's own DataFrame conversion for text columns."""
     table = TycheStorage.visitors_table(experiment_id)
     if not rounds or not TycheStorage.table_exists(conn, table):
         return pd.DataFrame()
     selected = ", ".join(f'"{c}"' for c in _stored_columns(conn, table, columns)) if columns else "*"
+    # A returning visitor counts once, at the first exposure (ties in time broken by round).
+    first = (
+        "QUALIFY row_number() OVER (PARTITION BY visitor_id ORDER BY round, assigned_at) = 1 " if first_exposure else ""
+    )
     return (
         conn.sql(
             f'SELECT {selected} FROM "{table}" WHERE experiment_id = $experiment AND list_contains($rounds, round) '
-            "ORDER BY round, assigned_at, visitor_id",
+            f"{first}ORDER BY round, assigned_at, visitor_id",
             params={"experiment": experiment_id, "rounds": [int(r) for r in rounds]},
         )
         .to_arrow_table()
@@ -632,6 +794,29 @@ def plan_in_force_json(conn: duckdb.DuckDBPyConnection, experiment_id: str, roun
         [experiment_id, int(round)],
     ).fetchall()[:1]
     return row[0][0] if row else None
+
+
+def raw_for_storage(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows as received, mixed-type columns as text, so any input can be stored for the investigation.
+
+    The other columns are shared with ``rows``, not copied: neither frame is modified afterwards.
+    """
+    return pd.DataFrame(
+        {col: _as_text(rows[col]) if rows[col].dtype == object else rows[col] for col in rows.columns}, copy=False
+    )
+
+
+def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write a parquet file so readers see the old or the new one, never half of it (a killed step)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -140,12 +140,15 @@ def test_backfill_reproduces_the_plan_and_lineage_tracks_rows(project):
     assert relineage["data_versions"]["posterior"] != lineage["data_versions"]["posterior"]
 
 
-def test_rounds_an_experiment_does_not_have_produce_nothing(project):
+def test_a_round_with_no_data_fails_by_name_and_publishes_nothing(project):
     project.add_experiment("flip")
-    result = project.run_round("flip", 5)  # nothing landed for round 5
-    assert result.success
+    result = project.run_round("flip", 1)  # nothing landed for round 1
+    assert not result.success
     assert result.get_asset_materialization_events() == []
-    assert published_plan(project, "flip", 6) is None
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "round 1 of flip refused: no data has landed for it" in message
+    assert published_plan(project, "flip", 2) is None
 
 
 def test_two_experiments_do_not_interfere(project):

@@ -34,7 +34,12 @@ def test_landing_sensor_requests_each_new_content_once(project):
     assert changed.run_requests[0].run_key != first.run_requests[0].run_key
 
     project.land("flip", 2, project.simulate("flip", 2, 300))
-    second_round = evaluate(project, changed.cursor)
+    held = evaluate(project, changed.cursor)  # round 1 has not published the plan for round 2 yet
+    assert held.run_requests == []
+    assert project.instance.get_dynamic_partitions(round_partitions.name) == ["r000001"]
+
+    assert project.run_round("flip", 1).success
+    second_round = evaluate(project, held.cursor)  # held rounds are not marked seen: requested now
     assert [r.partition_key.keys_by_dimension["round"] for r in second_round.run_requests] == ["r000002"]
     assert project.instance.get_dynamic_partitions(round_partitions.name) == ["r000001", "r000002"]
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from tyche_lib import ExperimentSpec, source_from_config
+from tyche_lib import ExperimentSpec, SpecError, check_spec_revision, source_from_config, spec_from_dict
 
 from ..partitions import partition_key
 from ..storage import TycheStorage
@@ -17,6 +17,41 @@ def landed_rounds(spec: ExperimentSpec, storage: TycheStorage) -> list[tuple[int
         if fp is not None:
             out.append((r, fp))
     return out
+
+
+def held_reason(experiment_id: str, storage: TycheStorage, round_: int) -> str | None:
+    """Why round ``round_`` may not run yet, or None: rounds run in order, each under a published plan.
+
+    Round r > 1 needs the plan that round r - 1 published for it; until then it is held.
+    """
+    if round_ == 1 or storage.plan_published_for(experiment_id, round_):
+        return None
+    return (
+        f"round {round_ - 1} has no published plan for round {round_} yet (its rows have not been received, "
+        f"failed a blocking check, or its run has not finished): round {round_} is held; materialise round "
+        f"{round_ - 1} first, and round {round_} runs once the plan for it is published"
+    )
+
+
+def spec_revision_problem(spec: ExperimentSpec, storage: TycheStorage, round_: int | None = None) -> SpecError | None:
+    """The SpecError of a spec that changes the experiment its received rounds followed without a valid revision.
+
+    Compared with the spec of the latest round received before ``round_`` (any round when None).
+    """
+    previous = storage.previous_spec(spec.id, round_)
+    if previous is None:
+        return None
+    earlier_round, snapshot = previous
+    try:
+        check_spec_revision(spec_from_dict(snapshot), spec)
+    except SpecError as e:
+        return SpecError(
+            e.field,
+            e.value,
+            f"{e.allowed} (round {earlier_round} was received under revision {snapshot.get('revision', 1)})",
+            f"spec of experiment {spec.id}",
+        )
+    return None
 
 
 def landed_round_id(experiment_id: str, round_: int) -> str:

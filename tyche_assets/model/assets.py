@@ -40,7 +40,14 @@ def posterior(context: dg.AssetExecutionContext, storage: TycheStorage, experime
             f"round {round_} of {experiment_id} has not passed its blocking checks: "
             "materialise round_visitors with its checks first"
         )
-    rows = storage.load_visitors(experiment_id, rounds, columns=["arm", *spec.covariate_names, spec.primary.name])
+    # The round enters the experiment's history only now, with every blocking check passed.
+    storage.accept_round(experiment_id, round_, context.run.run_id)
+    rows = storage.load_visitors(
+        experiment_id,
+        rounds,
+        columns=["arm", *spec.covariate_names, spec.primary.name],
+        first_exposure=spec.repeat_visitors,
+    )
     seed = derive_seed(experiment_id, round_, "posterior")
     fitted = fit_posterior(rows, spec, rng=seed)
     storage.save_posterior(fitted, experiment_id, round_)

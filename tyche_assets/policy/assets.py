@@ -147,7 +147,7 @@ def round_plan(context: dg.AssetExecutionContext, storage: TycheStorage, experim
     plan = build_plan(spec, round_ + 1, tree, weights, lineage=lineage)
     run_id = context.run.run_id
     version = storage.publish_plan(plan, produced_by_round=round_, run_id=run_id)
-    plan_file = storage.write_plan_run(plan, run_id, version)
+    plan_file = storage.plan_path(experiment_id, plan.round)
     # All plans published so far, one frame each; plans from before a change of arms cannot share the frames.
     frames = [p for p in storage.published_plans(experiment_id) if p.arms == plan.arms]
     evolution = experiment_evolution_gif(frames, storage.evolution_gif_path(experiment_id))

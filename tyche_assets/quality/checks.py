@@ -51,9 +51,9 @@ def _record(
 
 
 def _typed_rows_and_plan(storage: TycheStorage, spec: ExperimentSpec, round_: int) -> tuple[pd.DataFrame, Plan]:
-    """The round's typed assignment columns and covariates (no outcomes), and the plan that routed them."""
+    """The round's staged typed assignment columns and covariates (no outcomes), and the plan that routed them."""
     experiment_id = spec.id
-    rows = storage.load_visitors(experiment_id, [round_], columns=[*ASSIGNMENT_COLUMNS, *spec.covariate_names])
+    rows = storage.load_staged_rows(experiment_id, round_, columns=[*ASSIGNMENT_COLUMNS, *spec.covariate_names])
     plan = storage.plan_in_force(experiment_id, round_)
     if plan is None:
         raise dg.Failure(f"no plan in force for {experiment_id} round {round_}: register the experiment first")
@@ -75,22 +75,42 @@ def _result(context, storage, experiment_id, round_, passed, message, details, m
 def round_visitors_quality(
     context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog
 ):
-    """Schema, types, nulls, unique visitors, known arms and cells, probabilities in (0, 1], outcome ranges."""
+    """The row schema (types, nulls, ranges, known arms and cells, the partition's experiment and round,
+    unique non-blank visitor ids, probabilities in (0, 1]) and visitors not seen in an earlier round."""
     experiment_id, round_ = experiment_and_round(context)
     spec = experiments.spec(experiment_id)
     raw = storage.load_raw_rows(experiment_id, round_)
-    result = quality_check(raw, spec)
+    result = quality_check(raw, spec, experiment_id=experiment_id, round=round_)
     failures = result.failures_frame()
     details = failures.astype(str).to_dict("records")
     metadata = {
         "rows": len(raw),
+        "unknown_columns": dg.MetadataValue.json(list(result.unknown_columns)),
         "statistics": dg.MetadataValue.json(
             {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.statistics.items()}
         ),
     }
     if len(failures):
         metadata["failures"] = dg.MetadataValue.md(failures.astype(str).to_markdown(index=False))
-    return _result(context, storage, experiment_id, round_, bool(result.success), result.message, details, metadata)
+    passed, message = bool(result.success), result.message
+    if "visitor_id" in raw.columns:
+        repeat = storage.visitors_seen_before(experiment_id, round_, raw["visitor_id"].dropna())
+        metadata["returning_visitors"] = len(repeat)
+        if len(repeat) and not spec.repeat_visitors:
+            examples = ", ".join(f"{v} (round {r})" for v, r in repeat.head(EXAMPLE_ROWS).itertuples(index=False))
+            passed = False
+            message = (
+                f"{message}; column 'visitor_id': {len(repeat)} visitor(s) already seen in an earlier round, e.g. "
+                f"{examples}. A visitor is randomised once per experiment: fix the ids, or declare "
+                "repeat_visitors: true in the spec (the analysis then counts each visitor at first exposure)"
+            )
+            details.append({"column": "visitor_id", "returning_visitors": len(repeat), "examples": examples})
+        elif len(repeat):
+            message = (
+                f"{message}; {len(repeat)} returning visitor(s) (the spec allows repeat visitors): the analysis "
+                "counts each visitor once, at first exposure"
+            )
+    return _result(context, storage, experiment_id, round_, passed, message, details, metadata)
 
 
 @dg.asset_check(asset=ROUND_VISITORS, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)

@@ -122,9 +122,10 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
     rounds = sorted(int(r) for r in rows["round"].unique())
     sample_ratio = storage.check_result(experiment_id, round_, "round_visitors_sample_ratio")
     plan_in_force = storage.plan_in_force(experiment_id, round_)
-    sample_ratio_ok = sample_ratio[0] if sample_ratio is not None else True
+    # Fails closed: a round without a stored sample-ratio result is not interpreted.
+    sample_ratio_ok = sample_ratio[0] if sample_ratio is not None else None
 
-    metrics = analyze_metrics(rows, spec, t_star=decision.planned_visitors, alpha=decision.alpha, fdr=decision.fdr)
+    metrics = analyze_metrics(rows, spec)
     segments = tree.segment_of(rows)
     tree_segment_effects = _segment_effects(rows, spec, segments)
     this_round = rows[rows["round"] == round_]
@@ -141,10 +142,7 @@ def round_report(context: dg.AssetExecutionContext, storage: TycheStorage, exper
         sample_ratio_ok,
         metrics,
         history,
-        loss_threshold=decision.loss_threshold,
-        prob_best=decision.prob_best,
-        sustained_rounds=decision.sustained_rounds,
-        stop_prob=decision.stop_prob,
+        settings=spec.decision,
     )
     arm_share = this_round["arm"].value_counts(normalize=True).reindex(spec.arms).fillna(0.0) + 1e-9
     variance = rows.groupby("arm", observed=True)[spec.primary.name].var().reindex(spec.arms).fillna(0.0) + 1e-12

@@ -29,6 +29,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     ValidationError,
@@ -395,6 +396,10 @@ class ExperimentSpec(_Block):
         Arms that no longer get traffic (default none): each one of ``arms``, never the control,
         never un-retired in a later revision. They keep their place in ``arms`` so that rows and
         plans that name them stay readable.
+    repeat_visitors : bool
+        Whether a visitor may come back in a later round (default False: a visitor id seen in an
+        earlier round of the experiment is refused by the quality check). When True, the analysis
+        counts each visitor once, at their first exposure.
     covariates : tuple of Covariate
     metric_set : MetricSet
         The YAML block ``metrics:``; read through ``primary``, ``guardrails``, ``secondary`` and ``metrics``.
@@ -432,6 +437,7 @@ class ExperimentSpec(_Block):
     status: Status = "running"
     arms: tuple[ArmName, ...]
     retired_arms: tuple[ArmName, ...] = ()
+    repeat_visitors: StrictBool = False
     covariates: tuple[Covariate, ...] = ()
     metric_set: MetricSet = Field(alias="metrics")
     cells: CellWeights = Field(default_factory=CellWeights)
@@ -621,6 +627,7 @@ class ExperimentSpec(_Block):
             "revision": self.revision,
             "arms": list(self.arms),
             "retired_arms": list(self.retired_arms),
+            "repeat_visitors": self.repeat_visitors,
             "covariates": [c.model_dump() for c in self.covariates],
             "primary": self.primary.model_dump(),
             "guardrails": [g.model_dump() for g in self.guardrails],
@@ -644,6 +651,36 @@ class ExperimentSpec(_Block):
             "decision": self.decision.model_dump(),
         }
 
+    def revision_snapshot(self) -> dict[str, Any]:
+        """What :func:`check_spec_revision` compares, as a mapping :func:`spec_from_dict` reads back.
+
+        Stored with every round received, so that a later spec can be checked against the one the
+        experiment's history was collected under.
+
+        Examples
+        --------
+        >>> spec = spec_from_dict({"id": "demo", "arms": ["a", "b"], "covariates": {"device": "categorical"},
+        ...     "metrics": {"primary": {"name": "converted", "family": "binary"}}})
+        >>> check_spec_revision(spec_from_dict(spec.revision_snapshot()), spec)
+        >>> spec.revision_snapshot()["arms"]
+        ['a', 'b']
+        """
+
+        def present(d: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in d.items() if v is not None}
+
+        return {
+            "id": self.id,
+            "revision": self.revision,
+            "arms": list(self.arms),
+            "retired_arms": list(self.retired_arms),
+            "covariates": {
+                c.name: {k: v for k, v in present(c.model_dump(mode="json")).items() if k != "name"}
+                for c in self.covariates
+            },
+            "metrics": {"primary": present(self.primary.model_dump(mode="json"))},
+        }
+
     def content_hash(self) -> str:
         """SHA-256 of the spec's canonical JSON (sorted keys): recorded in plan lineage."""
         d = self.to_dict()
@@ -651,6 +688,8 @@ class ExperimentSpec(_Block):
         # leaves them at their defaults hashes as it did then.
         if self.revision == 1 and not self.retired_arms:
             del d["revision"], d["retired_arms"]
+        if not self.repeat_visitors:
+            del d["repeat_visitors"]
         payload = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(payload).hexdigest()
 

@@ -521,6 +521,9 @@ def graduation(
 
 
 def _sample_ratio_passed(sample_ratio: Any) -> tuple[bool, str]:
+    if sample_ratio is None:
+        # Fails closed: a round whose check never ran (or whose result was lost) is not interpreted.
+        return False, "no sample-ratio result for this round"
     if isinstance(sample_ratio, (bool, np.bool_)):
         ok = bool(sample_ratio)
         return ok, "sample ratio check " + ("passed" if ok else "failed")
@@ -534,7 +537,7 @@ def _sample_ratio_passed(sample_ratio: Any) -> tuple[bool, str]:
 
 
 def recommend(
-    sample_ratio: bool | Any,
+    sample_ratio: bool | Any | None,
     metrics: MetricsResult,
     history: Sequence[DecisionQuantities],
     *,
@@ -548,8 +551,9 @@ def recommend(
 
     Parameters
     ----------
-    sample_ratio : bool or SampleRatioResult
-        The round's sample-ratio check (``True`` / ``.passed``: no mismatch).
+    sample_ratio : bool, SampleRatioResult or None
+        The round's sample-ratio check (``True`` / ``.passed``: no mismatch). ``None`` (no result)
+        fails closed: HALT.
     metrics : MetricsResult
         :func:`analyze_metrics` of all rows so far.
     history : sequence of DecisionQuantities

@@ -70,6 +70,16 @@ class Posterior(ABC):
 
     # -- to be provided by each family ---------------------------------------------------------
 
+    def arms_with_data(self) -> frozenset[str]:
+        """The arms with at least one visitor among the rows the posterior was fitted on.
+
+        Read from ``observed['arm']``; an engine whose ``observed`` may lack the arm column (a
+        posterior rebuilt from its stored model frame) overrides this.
+        """
+        if "arm" not in self.observed.columns:
+            raise ValueError("posterior.observed has no 'arm' column, so the arms with data are unknown")
+        return frozenset(self.observed["arm"].astype(str).unique())
+
     @abstractmethod
     def outcome_mean_draws(self, profiles: pd.DataFrame, arm: str) -> np.ndarray:
         """``E[Y | x, arm]`` per draw for each profile: array (draws × profiles)."""

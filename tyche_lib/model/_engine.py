@@ -122,6 +122,12 @@ class _BambiPosterior(Posterior):
     # bambi component of the linear predictor each family reads (the parent parameter).
     mean_component: ClassVar[str] = "mu"
 
+    def arms_with_data(self) -> frozenset[str]:
+        """The arms with data: from the frame bambi fitted, which every stored posterior keeps."""
+        if self.model_data is not None and "arm" in self.model_data.columns:
+            return frozenset(self.model_data["arm"].astype(str).unique())
+        return super().arms_with_data()
+
     @property
     def described(self) -> ModelDescription:
         """The model description; every constructor in this module sets it (a default only for field order)."""

@@ -80,14 +80,8 @@ def apply_floor(weights: Mapping[str, float], epsilon: float) -> dict[str, float
 
 
 def _voting_arms(posterior) -> tuple[str, ...]:
-    """The control, then every treatment of the spec that is not retired and has a row in ``observed``."""
-    observed = posterior.observed
-    if "arm" not in observed.columns:
-        raise ValueError(
-            "posterior.observed has no 'arm' column, so the arms with data are unknown; "
-            "pass arms= to thompson_allocation"
-        )
-    seen = set(observed["arm"].astype(str).unique())
+    """The control, then every treatment of the spec that is not retired and has data in the posterior."""
+    seen = posterior.arms_with_data()
     spec = posterior.spec
     return (spec.control, *(a for a in spec.treatments if a not in spec.retired_arms and a in seen))
 
