@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -202,6 +203,16 @@ def test_graduation_ships_only_after_sustained_rounds():
     assert ship.decision == Decision.SHIP and ship.arm == "a"
     assert "met 3 of 3" in ship.reasons[0]
     assert graduation(history, **{**rule, "loss_threshold": 0.0}).decision == Decision.CONTINUE
+
+
+def test_graduation_counts_only_the_rounds_since_an_arm_was_added():
+    winning = {"a": (0.03, 0.03), "b": (0.0, 0.0)}
+    # The first three rounds ran before arm "b" was added (their quantities name other arms).
+    before = [dataclasses.replace(q, arms=("control", "a")) for q in _history(winning, 3)]
+    after = _history(winning, 2)
+    rule = dict(loss_threshold=0.001, prob_best=0.95, sustained_rounds=3)
+    assert graduation(before + after, **rule).decision == Decision.CONTINUE  # 2 rounds since the revision
+    assert graduation(before + after + _history(winning, 1), **rule).decision == Decision.SHIP
 
 
 def test_graduation_takes_the_spec_decision_block_whole_and_explicit_thresholds_override_it():

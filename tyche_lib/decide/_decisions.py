@@ -466,7 +466,12 @@ def graduation(
     Raises
     ------
     ValueError
-        An empty history, rounds with different arms, or a threshold out of range.
+        An empty history or a threshold out of range.
+
+    Notes
+    -----
+    Rounds before the last change of arms (a spec revision that added an arm) do not count
+    towards ``sustained_rounds``: the streak restarts with the new set of arms.
     """
     rules = settings if settings is not None else DecisionSettings()
     loss_threshold = rules.loss_threshold if loss_threshold is None else loss_threshold
@@ -482,10 +487,12 @@ def graduation(
             raise ValueError(f"{name} = {level!r}: must be in (0, 1]")
     if isinstance(sustained_rounds, bool) or int(sustained_rounds) != sustained_rounds or sustained_rounds < 1:
         raise ValueError(f"sustained_rounds = {sustained_rounds!r}: must be a positive integer")
+    # A spec revision that adds an arm changes the arms: only the rounds since then count towards a streak.
     arms = history[-1].arms
-    for q in history:
-        if q.arms != arms:
-            raise ValueError(f"history mixes arms {q.arms} and {arms}: one experiment's rounds only")
+    since = len(history)
+    while since > 0 and history[since - 1].arms == arms:
+        since -= 1
+    history = history[since:]
     now = history[-1]
     leader = now.leader
     streak = 0
