@@ -267,7 +267,8 @@ class TycheStorage(dg.ConfigurableResource):
             _write_parquet_atomic(typed, rows_path)
         elif rows_path.exists():
             rows_path.unlink()  # rows of an earlier landing no longer describe what was received
-        write_text_atomic(self.staged_meta_path(experiment_id, round_), json.dumps(meta, sort_keys=True, indent=2))
+        # Keys keep their order: the spec snapshot's covariates are ordered, and order is part of the spec.
+        write_text_atomic(self.staged_meta_path(experiment_id, round_), json.dumps(meta, indent=2))
 
     def staged_meta(self, experiment_id: str, round_: int) -> dict | None:
         path = self.staged_meta_path(experiment_id, round_)
