@@ -150,8 +150,8 @@ def test_suite_is_built_from_the_spec():
     # one expectation per check of the row schema, in the same order
     assert rules == [check.rule for check in row_schema(SPEC).checks()]
     # optional columns the rows lack get no expectations
-    present = [c for c in row_schema(SPEC).names if c not in ("experiment_id", "round", "assigned_at")]
-    assert not {"experiment_id", "round", "assigned_at"} & {
+    present = [c for c in row_schema(SPEC).names if c not in ("experiment_id", "round")]
+    assert not {"experiment_id", "round"} & {
         e.meta["column"] for e in quality_suite(SPEC, columns=present).expectations
     }
 

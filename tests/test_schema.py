@@ -161,7 +161,7 @@ GOOD = [
         ),
         {},
     ),
-    ("optional_columns_absent", lambda r: r.drop(columns=["experiment_id", "round", "assigned_at"]), {}),
+    ("optional_columns_absent", lambda r: r.drop(columns=["experiment_id", "round"]), {}),
     ("extra_column", column("utm_source", ["x"] * 6), {}),
     ("no_rows_allowed", lambda r: r.iloc[:0], {"allow_empty": True}),
 ]
@@ -217,7 +217,7 @@ def test_the_schema_describes_every_column_once():
         *("experiment_id", "round", "visitor_id", "assigned_at", "cell", "segment_id", "arm", "assignment_prob"),
         *("device", "channel", "returning", "age", "converted", "latency_ms", "revenue", "pre_revenue"),
     )
-    assert [c.name for c in schema.columns if not c.required] == ["experiment_id", "round", "assigned_at"]
+    assert [c.name for c in schema.columns if not c.required] == ["experiment_id", "round"]
     assert schema["revenue"].minimum == 0 and schema["assignment_prob"].strict_minimum
     assert schema["channel"].allowed is None and schema["device"].allowed == ("mobile", "desktop")
     rules = [check.rule for check in schema.checks()]

@@ -478,9 +478,8 @@ def row_schema(
             unique=True,
             non_blank=True,
         ),
-        ColumnRule(
-            "assigned_at", "timestamp", "when the visitor was assigned (arrival order)", "assignment", required=False
-        ),
+        # Required: the anytime-valid sequences read the rows in arrival order.
+        ColumnRule("assigned_at", "timestamp", "when the visitor was assigned (arrival order)", "assignment"),
         ColumnRule(
             "cell",
             "category",
@@ -612,7 +611,7 @@ def validate_rows(
         Require and check the metric columns (outcomes).
     assignment : bool
         Require and check the assignment record (visitor_id, cell, segment_id, arm,
-        assignment_prob, the pre-period column; experiment_id, round and assigned_at when present).
+        assigned_at, assignment_prob, the pre-period column; experiment_id and round when present).
         A model fit over several rounds passes False: visitor ids may repeat across rounds.
     experiment_id, round : optional
         The partition the rows belong to: a row with another ``experiment_id`` or ``round`` is refused.
@@ -638,7 +637,8 @@ def validate_rows(
     >>> spec = spec_from_dict({"id": "checkout", "arms": ["control", "green"],
     ...     "covariates": {"returning": "boolean"},
     ...     "metrics": {"primary": {"name": "converted", "family": "binary"}}})
-    >>> rows = pd.DataFrame({"visitor_id": ["a", "b"], "cell": "explore", "segment_id": "all",
+    >>> rows = pd.DataFrame({"visitor_id": ["a", "b"], "assigned_at": "2026-01-07T10:30:00Z",
+    ...     "cell": "explore", "segment_id": "all",
     ...     "arm": ["control", "green"], "assignment_prob": 0.5, "returning": ["true", 0],
     ...     "converted": [1, 0], "utm_source": ["ads", "mail"]})
     >>> validate_rows(rows, spec)[["returning", "utm_source"]].to_dict("list")
