@@ -21,6 +21,7 @@ from tyche_lib import (
     initial_plan,
     sample_ratio_check,
     spec_from_dict,
+    validate_rows,
 )
 from tyche_lib.cli import main
 from tyche_lib.simulate import segment_flip, simulate_round
@@ -103,6 +104,17 @@ def test_cli_in_another_process_gives_the_same_assignment(tmp_path, visitors, as
     assert out["arm"].tolist() == assigned["arm"].iloc[:2000].tolist()
     assert out["cell"].tolist() == assigned["cell"].iloc[:2000].tolist()
     np.testing.assert_allclose(out["assignment_prob"], assigned["assignment_prob"].iloc[:2000], rtol=1e-12)
+    # Every column a round row needs besides outcomes, so the output can be landed with the outcomes added.
+    assert (out["experiment_id"] == "checkout").all() and (out["round"] == 2).all()
+    spec = spec_from_dict(
+        {
+            "id": "checkout",
+            "arms": list(ARMS),
+            "covariates": {"device": "categorical"},
+            "metrics": {"primary": {"name": "converted", "family": "binary"}},
+        }
+    )
+    validate_rows(out.assign(converted=0), spec, experiment_id="checkout", round=2)
 
 
 def test_cli_reports_bad_input_naming_the_column(tmp_path):

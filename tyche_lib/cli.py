@@ -35,6 +35,11 @@ def _assign(args: argparse.Namespace) -> int:
     traffic_share = 1.0 if traffic_share is None else traffic_share
     assigner = Assigner(plan, salt, traffic_share=traffic_share, excluded=excluded)
     out = assigner.assign(visitors)
+    # Every column a round row needs besides the outcomes: the rows can be landed as they are.
+    out.insert(0, "experiment_id", plan.experiment_id)
+    out.insert(1, "round", plan.round)
+    if "assigned_at" not in out.columns:
+        out.insert(3, "assigned_at", pd.Timestamp.now(tz="UTC").isoformat())
     if args.enrolled_only:
         out = out[out["cell"] != "excluded"]
     if args.out:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core._errors import RowsError
 from ..core._plans import CELLS, Plan
 
 __all__ = ["Assigner", "Assignment", "EXCLUDED_CELL"]
@@ -173,7 +174,9 @@ class Assigner:
             When an enrolled visitor's covariates match no segment of the plan.
         """
         if "visitor_id" not in rows.columns:
-            raise ValueError(f"rows lack a 'visitor_id' column; found {sorted(map(str, rows.columns))}")
+            raise RowsError(
+                "visitor_id", "<missing>", f"the visitors need an id column; found {sorted(map(str, rows.columns))}"
+            )
         needed = sorted({c.feature for s in self.plan.segments for c in s.rule.conditions})
         missing = [f for f in needed if f not in rows.columns]
         if missing:
