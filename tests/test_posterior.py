@@ -158,6 +158,10 @@ def test_bad_rows_raise_errors_naming_what_is_wrong():
         fit_posterior(rows.drop(columns="device"), spec, rng=0)
     with pytest.raises(ValueError, match="aggregate=True"):
         fit_posterior(scenario_rows(continuous(), 500, rng=7), continuous().spec(), rng=0, aggregate=True)
+    cont = scenario_rows(continuous(), 500, rng=7)
+    treatment = continuous().spec().treatments[0]
+    with pytest.raises(RowsError, match=f"no rows of arm '{treatment}': a continuous model needs rows of every"):
+        fit_posterior(cont[cont["arm"] != treatment], continuous().spec(), rng=0)
 
 
 @pytest.mark.slow
