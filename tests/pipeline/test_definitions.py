@@ -40,6 +40,7 @@ ASSET_GROUPS = {
 CHECKS = {
     ("round_visitors", "round_visitors_quality"),
     ("round_visitors", "round_visitors_sample_ratio"),
+    ("posterior", "posterior_convergence"),
     ("round_visitors", "round_visitors_probabilities"),
     ("experiment_registry", "experiment_registry_conflicts"),
 }

@@ -164,3 +164,19 @@ def test_two_experiments_do_not_interfere(project):
     assert right["n"].iloc[0] == 3_000 and {right["lo"].iloc[0], right["hi"].iloc[0]} <= {"control", "flip"}
     assert Plan.from_json(published_plan(project, "left", 2)).arms == ("control", "flip", "flat", "mild")
     assert Plan.from_json(published_plan(project, "right", 2)).arms == ("control", "flip")
+
+
+def test_a_posterior_that_did_not_converge_publishes_no_plan(project):
+    # 20 draws per chain cannot give a bulk ESS of 100: the gate must stop the round.
+    project.add_experiment("flip", posterior={"draws": 20, "tune": 20, "chains": 2})
+    project.land("flip", 1, project.simulate("flip", 1, 2_000))
+    result = project.run_round("flip", 1)
+    assert not result.success
+    (gate,) = [e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "posterior_convergence"]
+    assert not gate.passed
+    message = gate.metadata["message"].value
+    assert "no plan is built" in message and ("ess_bulk of " in message or "r_hat of " in message)
+    assert "ess_bulk" in gate.metadata["failures"].value  # every failed criterion is listed
+    assert published_plan(project, "flip", 2) is None
+    assert project.plan_in_force("flip", 2).round == 1  # the plan in force stays in force
+    assert not (project.root / "reports" / "flip" / "r000001.json").exists()
