@@ -225,10 +225,17 @@ def test_graduation_takes_the_spec_decision_block_whole_and_explicit_thresholds_
     assert graduation(history, settings=four, sustained_rounds=3).decision == Decision.SHIP
 
 
-def test_graduation_stops_a_treatment_worse_everywhere_but_not_one_worse_somewhere():
-    history = _history({"a": (0.0, 0.0), "b": (-0.03, -0.03)}, 1)
+def test_graduation_stops_a_treatment_worse_everywhere_for_sustained_rounds_but_not_one_worse_somewhere():
+    history = _history({"a": (0.0, 0.0), "b": (-0.03, -0.03)}, 3)
+    once = graduation(history[-1:], loss_threshold=1e-6)  # one round: not yet
+    assert once.decision == Decision.CONTINUE
+    assert any("b is worse than control everywhere now, 1 of 3 rounds" in r for r in once.reasons)
     stop = graduation(history, loss_threshold=1e-6)
     assert stop.decision == Decision.STOP and stop.stop_arms == ("b",)
+    assert "3 rounds in a row" in stop.reasons[0]
+    # A round in between where b was not worse everywhere breaks the run.
+    broken = [*history[:1], *_history({"a": (0.0, 0.0), "b": (0.0, 0.0)}, 1), *history[1:]]
+    assert graduation(broken, loss_threshold=1e-6).decision == Decision.CONTINUE
     mixed = [
         decision_quantities(_posterior({"b": (-0.03, 0.03)}, sd=0.005, seed=20), segments=["desk"] * 30 + ["mob"] * 10)
     ]
@@ -290,6 +297,19 @@ def test_rules_fire_in_the_stated_order():
     ship = recommend(_Srm(True, "sample ratio check passed"), clean, history, **rule)
     assert ship.decision == Decision.SHIP and ship.arm == "a"
     assert [r.split(" ")[0] for r in ship.reasons[:2]] == ["sample", "a"]  # SRM, then the candidate
+
+
+def test_stop_needs_the_printed_interval_below_zero_as_well_as_the_posterior():
+    history = _history({"a": (-0.03, -0.03), "b": (0.0, 0.0)}, 3)
+    assert graduation(history, loss_threshold=0.001).stop_arms == ("a",)
+    harmful = _metrics(9000, 33, lift=-0.08)  # a's interval lies below zero
+    assert harmful.primary().set_index("arm").at["a", "upper"] < 0
+    stop = recommend(True, harmful, history, loss_threshold=0.001)
+    assert stop.decision == Decision.STOP and stop.stop_arms == ("a",)
+    unclear = _metrics(300, 34, lift=0.0)  # the same posterior verdict, an interval that contains 0
+    keep = recommend(True, unclear, history, loss_threshold=0.001)
+    assert keep.decision == Decision.CONTINUE and not keep.stop_arms
+    assert any(r.startswith("not stopping a yet: its primary effect interval") for r in keep.reasons)
 
 
 def test_ship_needs_both_significance_and_sustained_graduation():

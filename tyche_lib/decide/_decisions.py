@@ -512,19 +512,37 @@ def graduation(
         return Recommendation(
             Decision.STOP, arms[1], (status + ": the control is best, stop every treatment",), stop_arms=tuple(arms[1:])
         )
-    worse = []
+    # Stopping an arm takes the same discipline as shipping one: worse than control overall and in
+    # every segment, in each of the last sustained_rounds rounds (one noisy round stops nothing).
+    worse, pending = [], []
     for k in now.treatments:
-        by_seg = now.prob_worse_by_segment[k] if k in now.prob_worse_by_segment else pd.Series(dtype=float)
-        if now.prob_worse[k] >= stop_prob and (by_seg.dropna() >= stop_prob).all():
+        run = 0
+        for q in reversed(history):
+            if not _worse_everywhere(q, k, stop_prob):
+                break
+            run += 1
+        if run >= sustained_rounds:
             worse.append(k)
+        elif run:
+            pending.append(f"{k} is worse than control everywhere now, {run} of {sustained_rounds} rounds in a row")
     if worse:
         reasons = tuple(
             f"{k} is worse than control everywhere: P(worse) = {now.prob_worse[k]:.3f} overall and >= "
-            f"{stop_prob:g} in all {len(now.prob_worse_by_segment)} segment(s)"
+            f"{stop_prob:g} in all {len(now.prob_worse_by_segment)} segment(s), {sustained_rounds} rounds in a row"
             for k in worse
         )
         return Recommendation(Decision.STOP, worse[0], reasons + (status,), stop_arms=tuple(worse))
-    return Recommendation(Decision.CONTINUE, None, (status,))
+    return Recommendation(Decision.CONTINUE, None, (status, *pending))
+
+
+def _worse_everywhere(q: DecisionQuantities, arm: str, stop_prob: float) -> bool:
+    by_seg = q.prob_worse_by_segment[arm] if arm in q.prob_worse_by_segment else pd.Series(dtype=float)
+    return bool(q.prob_worse[arm] >= stop_prob and (by_seg.dropna() >= stop_prob).all())
+
+
+def _control_wins(rec: Recommendation) -> bool:
+    """Whether graduation stops every treatment because the control itself graduated."""
+    return any("the control is best" in r for r in rec.reasons)
 
 
 def _sample_ratio_passed(sample_ratio: Any) -> tuple[bool, str]:
@@ -574,14 +592,15 @@ def recommend(
 
     Notes
     -----
-    1. Sample-ratio mismatch → HALT: no effect is interpreted.
+    1. Sample-ratio mismatch (or no sample-ratio result) → HALT: no effect is interpreted.
     2. A guardrail that failed for a treatment (its anytime-valid interval lies beyond the
        tolerance on the wrong side) → that treatment is not shipped, and is stopped.
     3. A treatment whose primary effect is positive and a discovery after FDR control, with no
        failed guardrail, is a ship candidate; it is shipped when the graduation rule ships it too
        (P(best) and expected loss sustained over rounds).
-    Otherwise: STOP the treatments that failed a guardrail or that the graduation rule stops;
-    else CONTINUE. ``reasons`` follow the same order.
+    Otherwise: STOP the treatments that failed a guardrail, or that the graduation rule stops
+    (worse than control everywhere for ``sustained_rounds`` rounds) and whose anytime-valid primary
+    interval lies below zero; else CONTINUE. ``reasons`` follow the same order.
     """
     passed, message = _sample_ratio_passed(sample_ratio)
     if not passed:
@@ -614,7 +633,19 @@ def recommend(
     )
     reasons.extend(grad.reasons)
     arms = history[-1].arms
-    stop_arms = tuple(a for a in arms[1:] if a in failed or a in grad.stop_arms)
+    # The posterior's verdict stops an arm only when the printed anytime-valid interval agrees
+    # (its upper bound below zero, Bonferroni across treatments at this look).
+    unproven = [
+        a
+        for a in grad.stop_arms
+        if a not in failed and a in primary.index and not primary.at[a, "upper"] < 0 and not _control_wins(grad)
+    ]
+    for a in unproven:
+        reasons.append(
+            f"not stopping {a} yet: its primary effect interval [{primary.at[a, 'lower']:.4g}, "
+            f"{primary.at[a, 'upper']:.4g}] still contains 0"
+        )
+    stop_arms = tuple(a for a in arms[1:] if a in failed or (a in grad.stop_arms and a not in unproven))
     if grad.decision == Decision.SHIP:
         if grad.arm in candidates:
             return Recommendation(Decision.SHIP, grad.arm, tuple(reasons), stop_arms=stop_arms)
