@@ -22,7 +22,7 @@ def posterior_version(posterior: Posterior) -> str:
     partitions_def=experiment_round_partitions,
     deps=["round_visitors"],
     pool=DUCKDB_POOL,
-    code_version="posterior-2",
+    code_version="posterior-3",
     group_name="model",
     kinds={"pymc", "duckdb"},
 )

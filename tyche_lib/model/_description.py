@@ -32,6 +32,35 @@ BAMBI_FAMILIES = {
 LOGIT_PRIORS = {"Intercept": ("Normal", {"mu": 0.0, "sigma": 2.5}), "common": ("Normal", {"mu": 0.0, "sigma": 1.0})}
 
 
+def _priors(family: str, outcome: pd.Series) -> dict:
+    """Explicit priors for every family: the logit models' fixed ones, the others scaled to the data.
+
+    A continuous metric: intercept Normal(mean y, 2.5 sd y), every coefficient Normal(0, sd y), so
+    an effect beyond a few outcome sds needs strong evidence. A hurdle metric's spend part is on the
+    log scale of positive spend: intercept Normal(mean log y, 2.5 sd log y), coefficients
+    Normal(0, sd log y) (a treatment multiplying spend by e^(2 sd) is already far out); its
+    probability part keeps logit priors. bambi's own defaults scale each coefficient by its column's
+    spread instead: a sparse arm got log-scale sds near 17 (spend × e^34) and a column without data
+    an infinite one.
+    """
+    if family == "binary":
+        return dict(LOGIT_PRIORS)
+    y = pd.to_numeric(outcome, errors="coerce").to_numpy(dtype=float)
+    if family == "hurdle":
+        positive = y[y > 0]
+        y = np.log(positive)
+    center = float(np.mean(y)) if len(y) else 0.0
+    scale = float(np.std(y)) if len(y) > 1 else 1.0
+    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+    priors = {
+        "Intercept": ("Normal", {"mu": center, "sigma": 2.5 * scale}),
+        "common": ("Normal", {"mu": 0.0, "sigma": scale}),
+    }
+    if family == "hurdle":
+        priors["psi_Intercept"] = LOGIT_PRIORS["Intercept"]
+    return priors
+
+
 @dataclass(frozen=True)
 class CovariateCoding:
     """How one covariate enters the model.
@@ -300,6 +329,6 @@ def describe_model(rows: pd.DataFrame, spec: ExperimentSpec, *, aggregate: bool 
         arms=tuple(spec.arms),
         covariates=covariates,
         aggregated=bool(aggregate),
-        priors=dict(LOGIT_PRIORS) if family == "binary" else {},
+        priors=_priors(family, rows[spec.primary.name]),
         center_predictors=family != "binary",
     )

@@ -416,17 +416,6 @@ def _validated(rows: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
     seen = sorted(out["arm"].unique())
     if len(seen) < 2:
         raise RowsError("arm", seen, "only one arm observed: contrasts need rows from at least two arms")
-    family = spec.primary.family
-    missing = [a for a in spec.active_arms if a not in seen]
-    if family != "binary" and missing:
-        # bambi's default priors for these families scale each coefficient by its column's spread:
-        # an arm without rows gets an infinite prior scale and the sampler cannot start.
-        raise RowsError(
-            "arm",
-            missing[0],
-            f"no rows of arm {missing[0]!r}: a {family} model needs rows of every active arm (an arm added "
-            f"by a revision cannot be fitted before it has data; retire it, or test it in a new experiment)",
-        )
     return out
 
 
