@@ -126,7 +126,7 @@ def test_two_experiments_rounds_run_at_once_with_duckdb_steps_one_at_a_time(post
                 intervals.append((start.pop(e.step_key), e.timestamp, run_id, e.step_key))
         assert not start, f"steps that started and never ended: {start}"
     intervals.sort()
-    assert len(intervals) == 2 * 9  # six assets and three checks per round
+    assert len(intervals) == 2 * 10  # six assets and four checks per round
     for (_, end, run_a, step_a), (begin, _, run_b, step_b) in zip(intervals, intervals[1:]):
         assert begin >= end, f"{step_b} ({run_b}) started before {step_a} ({run_a}) ended: the pool did not hold"
     turns = sum(a[2] != b[2] for a, b in zip(intervals, intervals[1:]))

@@ -5,14 +5,15 @@ import dagster as dg
 from tyche_lib import convergence_check
 
 from ..partitions import experiment_and_round, experiment_round_partitions
-from ..resources import ExperimentCatalog
+from ..resources import DUCKDB_POOL, ExperimentCatalog
 from ..storage import TycheStorage
 
 # The asset the check guards, by key (defined in this domain's assets module).
 POSTERIOR = dg.AssetKey("posterior")
 
 
-@dg.asset_check(asset=POSTERIOR, blocking=True, partitions_def=experiment_round_partitions)
+# In the DuckDB pool: reading the stored fit looks up its rounds in DuckDB.
+@dg.asset_check(asset=POSTERIOR, blocking=True, partitions_def=experiment_round_partitions, pool=DUCKDB_POOL)
 def posterior_convergence(
     context: dg.AssetCheckExecutionContext, storage: TycheStorage, experiments: ExperimentCatalog
 ):
