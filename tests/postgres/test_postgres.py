@@ -29,6 +29,8 @@ MULTIPROCESS_CONFIG = {
     }
 }
 STEP_EVENTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+# How far apart a freed slot and its success event's timestamp may be logged (see the pool test).
+BOOKKEEPING_SECONDS = 1.0
 
 
 def launch_round(project, experiment_id: str, config_file: Path, log: Path) -> subprocess.Popen:
@@ -127,8 +129,13 @@ def test_two_experiments_rounds_run_at_once_with_duckdb_steps_one_at_a_time(post
         assert not start, f"steps that started and never ended: {start}"
     intervals.sort()
     assert len(intervals) == 2 * 10  # six assets and four checks per round
+    # The orchestrator frees a step's slot when it handles the step's success event, and the event's
+    # timestamp is taken in another process: the next step's start may be logged a moment before
+    # that event (0.2 s seen on a loaded machine). Without the pool, DuckDB steps overlap by seconds.
     for (_, end, run_a, step_a), (begin, _, run_b, step_b) in zip(intervals, intervals[1:]):
-        assert begin >= end, f"{step_b} ({run_b}) started before {step_a} ({run_a}) ended: the pool did not hold"
+        assert begin >= end - BOOKKEEPING_SECONDS, (
+            f"{step_b} ({run_b}) started {end - begin:.2f} s before {step_a} ({run_a}) ended: the pool did not hold"
+        )
     turns = sum(a[2] != b[2] for a, b in zip(intervals, intervals[1:]))
     assert turns >= 2, f"the runs did not take turns: {[(s, r[:8]) for *_, r, s in intervals]}"
     print(
