@@ -538,8 +538,7 @@ def worker_dagster(n: int, seed: int) -> dict:
     from tyche_assets.definitions import build_definitions
     from tyche_assets.experiments.sensors import register_experiments
     from tyche_assets.partitions import partition_key, register_partitions
-    from tyche_assets.storage import connect, plan_in_force_json
-    from tyche_lib import Plan, simulate
+    from tyche_lib import simulate
 
     scenario = simulate.segment_flip()
     spec = {
@@ -565,8 +564,7 @@ def worker_dagster(n: int, seed: int) -> dict:
         job = defs.resolve_job_def("round_job")
         n_first = int(n * FIRST_ROUND_SHARE)
         for round_, visitors in ((1, n_first), (2, n - n_first)):
-            with connect(storage) as conn:
-                plan = Plan.from_json(plan_in_force_json(conn, EXPERIMENT_ID, round_))
+            plan = storage.plan_in_force(EXPERIMENT_ID, round_)
             rows = simulate.simulate_round(scenario, plan, visitors, round_, rng=seed + round_)
             folder = root / "landing" / EXPERIMENT_ID / f"round={round_}"
             folder.mkdir(parents=True)

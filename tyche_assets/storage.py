@@ -734,11 +734,6 @@ def effects_table(experiment_id: str, round_: int, effects: pd.DataFrame) -> pd.
 # -- statements on a connection --------------------------------------------------------------------
 
 
-def connect(storage: TycheStorage) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
-    """``storage.connect()``, for scripts that pair it with :func:`plan_in_force_json` (bench/round_bench.py)."""
-    return storage.connect()
-
-
 def _passed_rounds(conn: duckdb.DuckDBPyConnection, experiment_id: str, up_to: int) -> list[int]:
     rows = conn.execute(
         """SELECT round FROM round_checks WHERE experiment_id = ? AND list_contains(?, round)
